@@ -1,0 +1,183 @@
+"""The normalizer interface and the registry that maps names to normalizer classes."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from bnpo_trl.normalizers.functional import combine_rewards
+
+__all__ = [
+    "Normalizer",
+    "available_normalizers",
+    "get_normalizer",
+    "register_normalizer",
+    "resolve_normalizer",
+]
+
+_REGISTRY: dict[str, type] = {}
+_ALIASES: dict[str, str] = {}
+_REQUIRED_ATTRS = ("__call__", "state_dict", "load_state_dict", "last_stats")
+
+
+class Normalizer:
+    """Turns gathered rewards into advantages; subclasses implement :meth:`compute`.
+
+    Call as ``norm(rewards, group_size=G, data_sources=None, reward_weights=None, update=True)``:
+
+    - ``rewards``: (N,) or (N, F) float tensor, ``N = P * G``, groups contiguous; NaN = not scored.
+    - returns (N,) float32 on the input's device, finite; rows whose rewards are all NaN get 0.
+    - ``update=False`` leaves running state untouched (evaluation).
+    - after a call, ``last_stats`` holds ``{"<name>/<stat>": float}`` to log.
+    """
+
+    name: str = "normalizer"
+    #: True when the normalizer consumes the (N, F) matrix itself instead of the weighted sum.
+    decomposes: bool = False
+
+    def __init__(self, eps: float = 1e-4) -> None:
+        if not eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {eps}.")
+        self.eps = float(eps)
+        self.last_stats: dict[str, float] = {}
+
+    def compute(
+        self,
+        rewards: torch.Tensor,
+        group_size: int,
+        data_sources: Sequence[str] | None,
+        reward_weights: torch.Tensor | None,
+        update: bool,
+    ) -> torch.Tensor:
+        """(N,) combined rewards (or (N, F) when ``decomposes``) -> (N,) advantages (NaN allowed)."""
+        raise NotImplementedError
+
+    def __call__(
+        self,
+        rewards: torch.Tensor,
+        group_size: int,
+        data_sources: Sequence[str] | None = None,
+        reward_weights: torch.Tensor | Sequence[float] | None = None,
+        update: bool = True,
+    ) -> torch.Tensor:
+        rewards = torch.as_tensor(rewards)
+        if not rewards.is_floating_point():
+            rewards = rewards.float()
+        if rewards.dtype in (torch.float16, torch.bfloat16):
+            rewards = rewards.float()
+        if rewards.dim() not in (1, 2):
+            raise ValueError(f"rewards must have shape (N,) or (N, F), got {tuple(rewards.shape)}.")
+        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+            raise ValueError(f"group_size must be a positive int, got {group_size!r}.")
+        n = rewards.shape[0]
+        if n % group_size:
+            raise ValueError(
+                f"{n} rewards cannot be split into groups of {group_size}: the number of rows must be a "
+                "multiple of group_size (num_generations)."
+            )
+        if data_sources is not None and len(data_sources) != n:
+            raise ValueError(
+                f"data_sources has {len(data_sources)} entries for {n} rewards; pass one per row."
+            )
+        num_funcs = 1 if rewards.dim() == 1 else rewards.shape[1]
+        if reward_weights is not None:
+            reward_weights = torch.as_tensor(reward_weights, dtype=rewards.dtype, device=rewards.device)
+            if reward_weights.shape != (num_funcs,):
+                raise ValueError(
+                    f"reward_weights has shape {tuple(reward_weights.shape)}, expected ({num_funcs},): "
+                    "one weight per reward function."
+                )
+        unscored = torch.isnan(rewards) if rewards.dim() == 1 else torch.isnan(rewards).all(dim=1)
+        inputs = (
+            rewards if (self.decomposes and rewards.dim() == 2) else combine_rewards(rewards, reward_weights)
+        )
+        self.last_stats = {}
+        adv = self.compute(inputs, group_size, data_sources, reward_weights, update)
+        adv = torch.nan_to_num(adv.float(), nan=0.0, posinf=0.0, neginf=0.0)
+        return adv.masked_fill(unscored, 0.0).to(rewards.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable running state ({} for stateless normalizers)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} is stateless but got state with keys {sorted(state)}.")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def register_normalizer(name: str, aliases: Sequence[str] = ()) -> Callable[[type], type]:
+    """Class decorator adding a normalizer to the registry under ``name`` and ``aliases``."""
+
+    def decorator(cls: type) -> type:
+        for key in (name, *aliases):
+            if key in _REGISTRY or key in _ALIASES:
+                raise ValueError(f"A normalizer named {key!r} is already registered.")
+        _check_interface(cls, name)
+        _REGISTRY[name] = cls
+        for alias in aliases:
+            _ALIASES[alias] = name
+        if getattr(cls, "name", None) in (None, Normalizer.name):
+            cls.name = name
+        return cls
+
+    return decorator
+
+
+def available_normalizers(include_aliases: bool = True) -> list[str]:
+    """Registered names (and aliases), sorted."""
+    return sorted([*_REGISTRY, *_ALIASES] if include_aliases else _REGISTRY)
+
+
+def _check_interface(cls: Any, label: str) -> None:
+    if not inspect.isclass(cls):
+        raise TypeError(f"{label!r} must be a class, got {type(cls).__name__}.")
+    missing = [a for a in _REQUIRED_ATTRS if a != "last_stats" and not callable(getattr(cls, a, None))]
+    if missing:
+        raise TypeError(
+            f"{label!r} does not implement the normalizer interface: missing {missing}. Subclass "
+            "bnpo_trl.normalizers.Normalizer or define __call__(rewards, group_size, data_sources, "
+            "reward_weights, update), state_dict(), load_state_dict(d) and a last_stats dict."
+        )
+
+
+def resolve_normalizer(name: str) -> type:
+    """Registered name, alias or ``"package.module:ClassName"`` -> normalizer class."""
+    if name in _ALIASES:
+        name = _ALIASES[name]
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"Cannot import normalizer {name!r}: {err}.") from err
+        _check_interface(cls, name)
+        return cls
+    raise ValueError(
+        f"Unknown normalizer {name!r}. Available: {', '.join(available_normalizers())}; "
+        "or pass 'package.module:ClassName' for your own class."
+    )
+
+
+def get_normalizer(name: str, **kwargs: Any) -> Normalizer:
+    """Instantiate a normalizer by name, alias or ``"package.module:ClassName"``."""
+    cls = resolve_normalizer(name)
+    params = inspect.signature(cls).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            raise ValueError(
+                f"Normalizer {name!r} does not accept {unknown}; its options are {sorted(params)}."
+            )
+    norm = cls(**kwargs)
+    if not isinstance(getattr(norm, "last_stats", None), dict):
+        raise TypeError(f"Normalizer {name!r} must set a dict attribute `last_stats` in __init__.")
+    return norm

@@ -1,0 +1,195 @@
+"""Stateless, vectorized advantage estimators (in the style of verl's ``core_algos.py``).
+
+Shapes: ``N = P * G`` rows, the ``G`` completions of prompt ``p`` in rows ``p*G ... p*G+G-1``
+(TRL's gathered layout). ``NaN`` marks a reward that was not scored. Every function here is pure:
+running state lives in the classes of :mod:`bnpo_trl.normalizers.builtin`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "batch_advantages",
+    "beta_log_pdf",
+    "bnpo_advantages",
+    "combine_rewards",
+    "dr_grpo_advantages",
+    "ebpo_advantages",
+    "fit_beta_moments",
+    "group_advantages",
+    "group_count",
+    "group_mean",
+    "group_std",
+    "nanstd",
+    "rloo_advantages",
+]
+
+
+def combine_rewards(rewards: torch.Tensor, reward_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """NaN-aware weighted sum over reward functions, as TRL's ``sum_then_normalize``.
+
+    Args:
+        rewards: (N,) or (N, F).
+        reward_weights: (F,) or None (all ones).
+    Returns:
+        (N,): ``sum_k w_k r_k`` over the non-NaN ``r_k``; NaN where every ``r_k`` is NaN.
+    """
+    if rewards.dim() == 1:
+        return rewards if reward_weights is None else rewards * reward_weights.to(rewards)[0]
+    weights = torch.ones(rewards.shape[1], dtype=rewards.dtype, device=rewards.device)
+    if reward_weights is not None:
+        weights = reward_weights.to(rewards)
+    combined = (rewards * weights.unsqueeze(0)).nansum(dim=1)
+    combined[torch.isnan(rewards).all(dim=1)] = torch.nan
+    return combined
+
+
+def nanstd(x: torch.Tensor, dim: int | None = None, keepdim: bool = False) -> torch.Tensor:
+    """Bessel-corrected (n-1) std ignoring NaN; NaN where fewer than 2 values are present."""
+    if dim is None:
+        x, dim = x.reshape(-1), 0
+    count = (~torch.isnan(x)).sum(dim=dim, keepdim=True)
+    mean = torch.nanmean(x, dim=dim, keepdim=True)
+    sq = torch.nansum((x - mean) ** 2, dim=dim, keepdim=True)
+    var = torch.where(count > 1, sq / (count - 1).clamp(min=1), torch.full_like(sq, torch.nan))
+    std = var.sqrt()
+    return std if keepdim else std.squeeze(dim)
+
+
+def group_mean(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(N,) -> (P,) NaN-aware mean of each group (NaN for an all-NaN group)."""
+    return torch.nanmean(rewards.view(-1, group_size), dim=1)
+
+
+def group_std(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(N,) -> (P,) Bessel-corrected NaN-aware std of each group (NaN below 2 valid values)."""
+    return nanstd(rewards.view(-1, group_size), dim=1)
+
+
+def group_count(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(N,) -> (P,) number of non-NaN rewards in each group."""
+    return (~torch.isnan(rewards.view(-1, group_size))).sum(dim=1)
+
+
+def _per_row(per_group: torch.Tensor, group_size: int) -> torch.Tensor:
+    return per_group.repeat_interleave(group_size)
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO: ``A = (r - mean_g) / (std_g + eps)`` (Shao et al. 2024; TRL ``scale_rewards="group"``).
+
+    (N,) -> (N,). NaN where ``r`` is NaN or its group has fewer than 2 scored rewards (TRL then gives 0).
+    """
+    if group_size == 1:  # TRL: std is 0 for singleton groups, so the advantage is 0
+        return torch.where(torch.isnan(rewards), rewards, torch.zeros_like(rewards))
+    mean = _per_row(group_mean(rewards, group_size), group_size)
+    std = _per_row(group_std(rewards, group_size), group_size)
+    return (rewards - mean) / (std + eps)
+
+
+def batch_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
+    """``A = (r - mean_g) / (std_all + eps)``, std_all over the whole batch (TRL ``scale_rewards="batch"``).
+
+    (N,) -> (N,). NaN where ``r`` is NaN or the batch has fewer than 2 scored rewards.
+    """
+    mean = _per_row(group_mean(rewards, group_size), group_size)
+    return (rewards - mean) / (nanstd(rewards) + eps)
+
+
+def dr_grpo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Dr. GRPO (Liu et al. 2025, arXiv 2503.20783): ``A = r - mean_g`` (TRL ``scale_rewards="none"``)."""
+    return rewards - _per_row(group_mean(rewards, group_size), group_size)
+
+
+def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """RLOO (Ahmadian et al. 2024, arXiv 2402.14740): ``A = r - mean of the other scored rewards of the group``.
+
+    Equals ``n/(n-1) * (r - mean_g)`` with n the group's scored count; 0 when ``n = 1``. (N,) -> (N,).
+    """
+    grouped = rewards.view(-1, group_size)
+    count = (~torch.isnan(grouped)).sum(dim=1, keepdim=True)
+    total = grouped.nansum(dim=1, keepdim=True)
+    others = (total - grouped) / (count - 1).clamp(min=1)
+    adv = torch.where(count > 1, grouped - others, torch.zeros_like(grouped))
+    return torch.where(torch.isnan(grouped), grouped, adv).view(-1)
+
+
+def fit_beta_moments(p_hat: torch.Tensor) -> tuple[float, float, bool]:
+    """Method-of-moments Beta(a, b) fit to per-prompt success rates (BNPO, arXiv 2506.02864, Sec. 3).
+
+    ``mu = mean(p)``, ``v = var(p)`` (n-1); ``a = (mu(1-mu)/v - 1) mu``, ``b = (mu(1-mu)/v - 1)(1-mu)``.
+    Args:
+        p_hat: (P,) success rates in [0, 1]; NaN entries (unscored prompts) are ignored.
+    Returns:
+        ``(a, b, ok)``; ``ok`` is False (and a = b = nan) when fewer than 2 prompts or ``v == 0``.
+    """
+    p = p_hat[~torch.isnan(p_hat)].double()
+    if p.numel() < 2:
+        return math.nan, math.nan, False
+    mu, var = p.mean().item(), p.var(unbiased=True).item()
+    if not var > 0.0:
+        return math.nan, math.nan, False
+    common = mu * (1.0 - mu) / var - 1.0
+    return common * mu, common * (1.0 - mu), True
+
+
+def beta_log_pdf(p: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    """log of the normalized Beta(alpha, beta) density at ``p`` in [0, 1] (``0 * log 0 = 0``)."""
+    p = p.double()
+    log_norm = math.lgamma(alpha) + math.lgamma(beta) - math.lgamma(alpha + beta)
+    return torch.special.xlogy(alpha - 1.0, p) + torch.special.xlog1py(beta - 1.0, -p) - log_norm
+
+
+def bnpo_advantages(
+    rewards: torch.Tensor, group_size: int, alpha: float, beta: float, max_weight: float = 1e6
+) -> tuple[torch.Tensor, int]:
+    """BNPO (arXiv 2506.02864, Eq. 10): ``A = (r - p_g) / f(p_g; alpha, beta)``, ``p_g`` the group mean.
+
+    ``f`` is the normalized Beta pdf, evaluated in log space; ``1/f`` is clamped to ``max_weight``.
+    Args:
+        rewards: (N,) in [0, 1], NaN for unscored rows.
+    Returns:
+        ``(advantages (N,), number of groups with 0 < p_g < 1 whose weight was clamped)``.
+    """
+    p_g = group_mean(rewards, group_size)
+    log_weight = -beta_log_pdf(p_g, alpha, beta)
+    # p_g in {0, 1} means every reward equals p_g, so its (infinite) weight multiplies 0: not counted.
+    interior = (p_g > 0) & (p_g < 1)
+    clamped = int(((log_weight > math.log(max_weight)) & interior).sum().item())
+    weight = log_weight.clamp(max=math.log(max_weight)).exp().to(rewards.dtype)
+    return (rewards - _per_row(p_g, group_size)) * _per_row(weight, group_size), clamped
+
+
+def ebpo_advantages(
+    rewards: torch.Tensor,
+    group_size: int,
+    global_mean: float,
+    reward_var: float,
+    group_mean_var: float,
+    standardize: bool = True,
+    eps: float = 1e-4,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """EBPO (arXiv 2602.05165): shrink each group's mean toward the global mean.
+
+    ``S_g = (s2/n_g) / (s2/n_g + t2)`` (``S_g = 0`` when both are 0), ``V_g = (1-S_g) mean_g + S_g mu``,
+    ``A_raw = r - V_g``; with ``standardize``: ``A = (A_raw - mean(A_raw)) / (std(A_raw) + eps)`` over the
+    batch. ``s2`` = variance of individual rewards, ``t2`` = variance of group means, ``n_g`` = scored
+    rewards in group g (= G without NaN).
+    Returns:
+        ``(advantages (N,), shrinkage S_g (P,))``.
+    """
+    mean_g = group_mean(rewards, group_size)
+    n_g = group_count(rewards, group_size).to(rewards.dtype).clamp(min=1)
+    noise = reward_var / n_g
+    denom = noise + group_mean_var
+    shrink = torch.where(denom > 0, noise / torch.where(denom > 0, denom, 1.0), torch.zeros_like(denom))
+    baseline = (1 - shrink) * torch.nan_to_num(mean_g, nan=0.0) + shrink * global_mean
+    adv = rewards - _per_row(baseline, group_size)
+    if standardize:
+        centred = adv - torch.nanmean(adv)
+        std = nanstd(adv)
+        adv = centred / (torch.nan_to_num(std, nan=0.0) + eps)
+    return adv, shrink
