@@ -99,12 +99,13 @@ def test_group_normalizer_matches_trl_grpo(model_path, tokenizer, tmp_path):
     ours = make_trainer(model_path, tokenizer, tiny_config(tmp_path / "a", advantage_normalizer="group"))
     ours.train()
 
+    recorded = []
+
     class TRLRecorder(GRPOTrainer):
-        advantages: list = []
 
         def _generate_and_score_completions(self, inputs):
             out = super()._generate_and_score_completions(inputs)
-            self.advantages.append(out["advantages"].clone())
+            recorded.append(out["advantages"].clone())
             return out
 
     config = tiny_config(tmp_path / "b")
@@ -116,7 +117,7 @@ def test_group_normalizer_matches_trl_grpo(model_path, tokenizer, tmp_path):
         processing_class=tokenizer,
     )
     trl_trainer.train()
-    for mine, theirs in zip(ours.record, trl_trainer.advantages, strict=True):
+    for mine, theirs in zip(ours.record, recorded, strict=True):
         torch.testing.assert_close(mine["advantages"], theirs, rtol=0, atol=1e-6)
 
 
@@ -227,7 +228,7 @@ def test_model_card_names_normalizer(model_path, tokenizer, tmp_path):
 def test_config_parses_json_kwargs_and_rejects_unknown_normalizer(tmp_path, caplog):
     config = tiny_config(tmp_path, advantage_normalizer="median", normalizer_kwargs='{"window": 3}')
     assert config.normalizer_kwargs == {"window": 3}
-    with pytest.raises(ValueError, match="Available: .*bnpo"):
+    with pytest.raises(ValueError, match=r"Available: .*bnpo"):
         tiny_config(tmp_path, advantage_normalizer="nope")
     with caplog.at_level(logging.INFO, logger="bnpo_trl.config"):
         tiny_config(tmp_path, advantage_normalizer="group", loss_type="bnpo")
