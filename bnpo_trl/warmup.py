@@ -1,0 +1,132 @@
+"""Supervised warm-up before RL, stopped on held-out accuracy, and a held-out accuracy callback."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+from bnpo_trl.generation import heldout_accuracy
+
+logger = logging.getLogger(__name__)
+
+
+class _StopOnAccuracy(TrainerCallback):
+    """Every ``eval_steps`` steps: measure greedy accuracy; stop at the target or when time runs out."""
+
+    def __init__(
+        self, tokenizer, dev, reward, target: float, max_seconds: float, eval_steps: int, max_new_tokens: int
+    ):
+        self.tokenizer, self.dev, self.reward = tokenizer, dev, reward
+        self.target, self.max_seconds, self.eval_steps = target, max_seconds, eval_steps
+        self.max_new_tokens = max_new_tokens
+        self.started = time.perf_counter()
+        self.accuracy, self.history = 0.0, []
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        out_of_time = time.perf_counter() - self.started >= self.max_seconds
+        if state.global_step % self.eval_steps == 0 or out_of_time:
+            self.accuracy = heldout_accuracy(
+                model, self.tokenizer, self.dev, self.reward, self.max_new_tokens
+            )
+            self.history.append((state.global_step, self.accuracy))
+            logger.info("warm-up step %d: held-out accuracy %.1f%%", state.global_step, 100 * self.accuracy)
+            if self.accuracy >= self.target or out_of_time:
+                control.should_training_stop = True
+        return control
+
+
+def sft_warmup(model, tokenizer, train, heldout, reward, script_args, training_args) -> dict[str, Any]:
+    """Fine-tune ``model`` in place on ``train``'s ``prompt``/``completion`` pairs (TRL SFTTrainer,
+    completion-only loss) until greedy accuracy on ``heldout`` reaches the target or the budget ends.
+
+    The accuracy check uses the first ``sft_warmup_eval_limit`` rows of ``heldout``. Returns what happened:
+    steps, seconds, accuracy, whether the target was reached, and the accuracy history.
+    """
+    from trl import SFTConfig, SFTTrainer
+
+    if "completion" not in train.column_names:
+        raise ValueError(
+            "sft_warmup needs a `completion` column (the gold answer as an assistant message) in the training set."
+        )
+    dev = heldout.select(range(min(len(heldout), script_args.sft_warmup_eval_limit)))
+    stopper = _StopOnAccuracy(
+        tokenizer,
+        dev,
+        reward,
+        script_args.sft_warmup_target_accuracy,
+        script_args.sft_warmup_max_seconds,
+        script_args.sft_warmup_eval_steps,
+        script_args.heldout_max_new_tokens,
+    )
+    with tempfile.TemporaryDirectory(prefix="bnpo_warmup_") as tmp:
+        config = SFTConfig(
+            output_dir=os.path.join(tmp, "warmup"),
+            per_device_train_batch_size=script_args.sft_warmup_batch_size,
+            learning_rate=script_args.sft_warmup_learning_rate,
+            lr_scheduler_type="constant",
+            weight_decay=0.1,
+            adam_beta2=0.98,
+            max_steps=1_000_000,  # stopped by accuracy or time
+            logging_steps=script_args.sft_warmup_eval_steps,
+            save_strategy="no",
+            report_to="none",
+            bf16=training_args.bf16,
+            use_cpu=training_args.use_cpu,
+            seed=training_args.seed,
+            disable_tqdm=training_args.disable_tqdm,
+            completion_only_loss=True,
+        )
+        trainer = SFTTrainer(
+            model=model,
+            args=config,
+            train_dataset=train.select_columns(["prompt", "completion"]),
+            processing_class=tokenizer,
+            callbacks=[stopper],
+        )
+        trainer.train()
+    seconds = time.perf_counter() - stopper.started
+    reached = stopper.accuracy >= script_args.sft_warmup_target_accuracy
+    if not reached:
+        logger.warning(
+            "Warm-up stopped at %.1f%% held-out accuracy after %.0f s, below the %.0f%% target.",
+            100 * stopper.accuracy,
+            seconds,
+            100 * script_args.sft_warmup_target_accuracy,
+        )
+    return {
+        "steps": trainer.state.global_step,
+        "seconds": seconds,
+        "accuracy": stopper.accuracy,
+        "target": script_args.sft_warmup_target_accuracy,
+        "reached_target": reached,
+        "history": stopper.history,
+    }
+
+
+class HeldoutAccuracyCallback(TrainerCallback):
+    """Greedy held-out accuracy (with the ``accuracy`` reward) every ``heldout_eval_steps`` RL steps.
+
+    Logged as ``heldout/accuracy``; the points are kept in ``curve`` for the run summary and its plot.
+    """
+
+    def __init__(self, tokenizer, heldout, reward, script_args) -> None:
+        self.tokenizer, self.heldout, self.reward = tokenizer, heldout, reward
+        self.every = script_args.heldout_eval_steps
+        self.max_new_tokens = script_args.heldout_max_new_tokens
+        self.curve: list[tuple[int, float]] = []
+
+    def measure(self, model: Any, step: int) -> float:
+        accuracy = heldout_accuracy(model, self.tokenizer, self.heldout, self.reward, self.max_new_tokens)
+        self.curve.append((step, accuracy))
+        return accuracy
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
+            accuracy = self.measure(model, state.global_step)
+            state.log_history.append({"heldout/accuracy": accuracy, "step": state.global_step})
+        return control
