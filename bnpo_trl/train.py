@@ -49,7 +49,8 @@ class ScriptArguments:
     dataset_limit: int | None = field(
         default=None, metadata={"help": "Keep at most this many training rows."}
     )
-    dataset_mixture: Any = field(
+    # Typed `str` for the command line (a JSON string); a YAML recipe gives the list itself.
+    dataset_mixture: str | None = field(
         default=None,
         metadata={
             "help": "Instead of dataset_name: a list of {name, weight, split, path, limit, ...} entries (YAML) "
@@ -71,7 +72,7 @@ class ScriptArguments:
         default=DEFAULT_SYSTEM_PROMPT,
         metadata={"help": "System message of every prompt; null/empty for none."},
     )
-    reward_funcs: Any = field(
+    reward_funcs: str | None = field(
         default_factory=lambda: ["accuracy"],
         metadata={
             "help": "Rewards from the registry (bnpo_trl.rewards): a list of names or {name: ..., <kwargs>} "
@@ -292,12 +293,16 @@ def run(script_args: ScriptArguments, training_args: Any, model_args: Any) -> di
     started = time.perf_counter()
     if script_args.curriculum == "difficulty":
         training_args.shuffle_dataset = False  # keep the easy -> hard order
+    reward_funcs = get_reward_funcs(script_args.reward_funcs)  # a bad recipe fails before any loading
     model, tokenizer = load_model_and_tokenizer(model_args, training_args)
-    reward_funcs = get_reward_funcs(script_args.reward_funcs)
     if script_args.reward_requires_eos:
         reward_funcs = [require_eos(f, tokenizer.eos_token_id) for f in reward_funcs]
     train, heldout = load_datasets(script_args, training_args.seed)
-    summary: dict[str, Any] = {"normalizer": training_args.advantage_normalizer, "seed": training_args.seed}
+    summary: dict[str, Any] = {
+        "normalizer": training_args.advantage_normalizer,
+        "seed": training_args.seed,
+        "world_size": training_args.world_size,
+    }
     if script_args.max_prompt_length:
         train, summary["dropped_long_prompts"] = drop_long_prompts(
             train, tokenizer, script_args.max_prompt_length
@@ -342,7 +347,7 @@ def run(script_args: ScriptArguments, training_args: Any, model_args: Any) -> di
         _print_summary(summary)
     if training_args.push_to_hub:
         trainer.push_to_hub()
-    shutdown_distributed()
+    shutdown_distributed(trainer)
     return summary
 
 

@@ -7,15 +7,17 @@ and the normalizer state.
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import warnings
 from pathlib import Path
 
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from transformers import AutoModelForCausalLM
 
-from bnpo_trl.distributed import shutdown_distributed
+from bnpo_trl.distributed import release_wrapped_model, shutdown_distributed
 from bnpo_trl.testing import load_tokenizer, tiny_model_path
 from tests.trainer_utils import RecordingTrainer, parity_reward, tiny_config, tiny_dataset
 
@@ -50,9 +52,11 @@ def main(out_dir: Path, names: list[str]) -> None:
                 for step in trainer.record
             ],
         }
+    release_wrapped_model(trainer)
+    report["ddp_wrappers_left"] = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
     rank = dist.get_rank()
     (out_dir / f"rank{rank}.json").write_text(json.dumps(report))
-    shutdown_distributed()
+    shutdown_distributed(trainer)
 
 
 if __name__ == "__main__":

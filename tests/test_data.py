@@ -317,7 +317,8 @@ def test_empty_after_filtering(tmp_path: Path) -> None:
 
 def test_unknown_name_lists_available() -> None:
     with pytest.raises(
-        ValueError, match=re.escape("Unknown dataset name 'mathz'. Available: aime24, aime25, amc23, arithmetic, dapo")
+        ValueError,
+        match=re.escape("Unknown dataset name 'mathz'. Available: aime24, aime25, amc23, arithmetic, dapo"),
     ):
         load_dataset_by_name("mathz")
 
@@ -447,7 +448,9 @@ def test_module_logger_name() -> None:
 def test_arithmetic_splits_are_disjoint_and_correct() -> None:
     train = load_dataset_by_name("arithmetic", split="train", limit=3000, system_prompt=None)
     test = load_dataset_by_name("arithmetic", split="test", limit=300, system_prompt=None)
-    pairs = {split: {r["prompt"][-1]["content"] for r in ds} for split, ds in (("train", train), ("test", test))}
+    pairs = {
+        split: {r["prompt"][-1]["content"] for r in ds} for split, ds in (("train", train), ("test", test))
+    }
     assert not pairs["train"] & pairs["test"]
     assert len(pairs["test"]) == 300  # held-out problems are drawn without repetition
     for row in test:

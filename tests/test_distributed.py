@@ -39,6 +39,7 @@ def two_rank_reports(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_two_ranks_share_state_and_match_single_process(two_rank_reports, name):
+    assert all(report["ddp_wrappers_left"] == 0 for report in two_rank_reports)
     rank0, rank1 = (report[name] for report in two_rank_reports)
     assert rank0["world_size"] == rank1["world_size"] == 2, "the launcher started only one process"
     assert rank0["backend"] == "gloo"

@@ -102,7 +102,6 @@ def test_group_normalizer_matches_trl_grpo(model_path, tokenizer, tmp_path):
     recorded = []
 
     class TRLRecorder(GRPOTrainer):
-
         def _generate_and_score_completions(self, inputs):
             out = super()._generate_and_score_completions(inputs)
             recorded.append(out["advantages"].clone())

@@ -138,7 +138,14 @@ def available_normalizers(include_aliases: bool = True) -> list[str]:
 def _check_interface(cls: Any, label: str) -> None:
     if not inspect.isclass(cls):
         raise TypeError(f"{label!r} must be a class, got {type(cls).__name__}.")
-    missing = [a for a in _REQUIRED_ATTRS if a != "last_stats" and not callable(getattr(cls, a, None))]
+    # Look the methods up on the class's MRO: getattr(cls, "__call__") would find type.__call__ (the
+    # metaclass's, which instantiates the class) and so accept a class whose instances are not callable.
+    missing = [
+        a
+        for a in _REQUIRED_ATTRS
+        if a != "last_stats"
+        and not (callable(getattr(cls, a, None)) and any(a in vars(k) for k in inspect.getmro(cls)))
+    ]
     if missing:
         raise TypeError(
             f"{label!r} does not implement the normalizer interface: missing {missing}. Subclass "

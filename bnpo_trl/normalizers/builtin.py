@@ -159,6 +159,8 @@ class BNPONormalizer(Normalizer):
         return adv, stats
 
     def compute(self, rewards, group_size, data_sources, reward_weights, update):
+        if rewards.dim() == 2 and rewards.shape[1] == 1 and self.decompose is None:
+            rewards = F.combine_rewards(rewards, reward_weights)  # decompose defaults to on only when F > 1
         if rewards.dim() == 1:
             if len(self.ranges) > 1:
                 raise ValueError(
@@ -235,7 +237,7 @@ class EBPONormalizer(Normalizer):
             self.eps,
         )
         self.last_stats = {
-            "ebpo/shrinkage": shrink.mean().item(),
+            "ebpo/shrinkage": shrink[F.group_count(rewards, group_size) > 0].mean().nan_to_num(0.0).item(),
             "ebpo/global_mean": reward_stats.mean,
             "ebpo/reward_var": reward_stats.variance,
             "ebpo/group_mean_var": group_stats.variance,

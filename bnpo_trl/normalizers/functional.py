@@ -179,7 +179,7 @@ def ebpo_advantages(
     batch. ``s2`` = variance of individual rewards, ``t2`` = variance of group means, ``n_g`` = scored
     rewards in group g (= G without NaN).
     Returns:
-        ``(advantages (N,), shrinkage S_g (P,))``.
+        ``(advantages (N,), shrinkage S_g (P,))``; ``ebpo/shrinkage`` logs the mean of S_g over scored groups.
     """
     mean_g = group_mean(rewards, group_size)
     n_g = group_count(rewards, group_size).to(rewards.dtype).clamp(min=1)
