@@ -1,4 +1,4 @@
-"""The ``bnpo-trl`` command: ``bnpo-trl train ...``, ``bnpo-trl quickstart ...``."""
+"""The ``bnpo-trl`` command: ``bnpo-trl train ...``, ``bnpo-trl quickstart ...``, ``bnpo-trl eval ...``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ USAGE = """usage: bnpo-trl <command> [args]
 commands:
   train --config RECIPE.yaml [--field value ...]   train with NormalizedGRPOTrainer (see configs/recipes/)
   quickstart [--seed N] [--field value ...]          the offline CPU demo (configs/quickstart.yaml)
+  eval --model PATH_OR_ID [--benchmarks math500,aime24,aime25,amc23] [--n 4] [...]
+                                                     pass@1/pass@k on math benchmarks (eval --help)
 """
 
 
@@ -38,6 +40,10 @@ def main(argv: list[str] | None = None) -> None:
         from bnpo_trl.train import main as train_main
 
         train_main(["--config", _quickstart_recipe(), *rest])
+    elif command == "eval":
+        from bnpo_trl.evaluation import main as eval_main
+
+        eval_main(rest)
     else:
         print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         raise SystemExit(2)

@@ -61,7 +61,7 @@ def test_recipe_validates(recipe, tmp_path):
 
 def test_bnpo_paper_recipe_matches_reference_settings(tmp_path):
     recipe = ROOT / "configs" / "recipes" / "qwen2.5-math-7b" / "bnpo.yaml"
-    script_args, args, model_args = parse_args(
+    script_args, args, _ = parse_args(
         ["--config", str(recipe), "--output_dir", str(tmp_path), *CPU_OVERRIDES]
     )
     prompts_per_step = (
