@@ -11,13 +11,17 @@ vectorized normalizer before anything is printed.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from bnpo_trl.normalizers import available_normalizers, get_normalizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docs_section import machine_line, write_section
 
 
 def bnpo_loop_reference(rewards: list[float], group_size: int) -> list[float]:
@@ -64,6 +68,7 @@ def main() -> None:
         help="torch threads (1: steady timings on a busy machine; 0: torch default)",
     )
     parser.add_argument("--quick", action="store_true", help="256 prompts x 8, 3 repeats (smoke run)")
+    parser.add_argument("--docs", help="also write the table into this markdown file (e.g. docs/benchmarks.md)")
     args = parser.parse_args()
     if args.quick:
         args.prompts, args.group_size, args.repeats, args.loop_repeats = 256, 8, 3, 1
@@ -94,21 +99,21 @@ def main() -> None:
     loop_ms = time_calls(lambda: bnpo_loop_reference(loop_input, args.group_size), args.loop_repeats)
     bnpo_ms = dict(rows)["bnpo"]
 
-    print(f"# bench_normalizers: N = {n:,} ({args.prompts:,} prompts x {args.group_size}), binary rewards")
-    print(
-        f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
-    )
-    print(
-        f"# median of {args.repeats} calls (loop: {args.loop_repeats}); loop vs vectorized max |diff| {max_diff:.2e}"
-    )
-    print()
-    print("| normalizer | ms / call | rows / s |")
-    print("|---|---:|---:|")
-    for name, ms in rows:
-        print(f"| {name} | {ms:.2f} | {n / ms * 1e3:,.0f} |")
-    print(f"| bnpo, per-sample Python loop (reference style) | {loop_ms:.1f} | {n / loop_ms * 1e3:,.0f} |")
-    print()
-    print(f"BNPO loop / vectorized: {loop_ms / bnpo_ms:.0f}x (goal >= 50x)")
+    lines = [
+        f"N = {n:,} ({args.prompts:,} prompts x {args.group_size}) binary rewards; median of {args.repeats} calls "
+        f"(loop: {args.loop_repeats}); loop vs vectorized max |diff| {max_diff:.2e}.",
+        "",
+        "| normalizer | ms / call | rows / s |",
+        "|---|---:|---:|",
+        *[f"| {name} | {ms:.2f} | {n / ms * 1e3:,.0f} |" for name, ms in rows],
+        f"| bnpo, per-sample Python loop (reference style) | {loop_ms:.1f} | {n / loop_ms * 1e3:,.0f} |",
+        "",
+        f"BNPO loop / vectorized: **{loop_ms / bnpo_ms:.0f}x** (goal >= 50x)",
+    ]
+    print(f"# bench_normalizers ({machine_line()})")
+    print("\n".join(lines))
+    if args.docs:
+        write_section(args.docs, "bench_normalizers", "\n".join(lines))
 
 
 if __name__ == "__main__":
