@@ -207,6 +207,10 @@ def load_model_and_tokenizer(model_args: Any, training_args: Any):
         sizes = {k: int(v) for k, v in (kv.split("=") for kv in name[len(TINY_PREFIX) :].split(",") if kv)}
         path = tiny_model_path(**sizes)
         return AutoModelForCausalLM.from_pretrained(path), load_tokenizer(path)
+    if os.path.isdir(name) and _saved_with_generic_tokenizer(name):
+        # A folder written by bnpo-trl's tiny builder or a run on it: AutoTokenizer would swap in Qwen2's
+        # pre-tokenizer (transformers 5.x), so load the saved tokenizer.json as it is.
+        return AutoModelForCausalLM.from_pretrained(name), load_tokenizer(name)
     init = {
         "revision": model_args.model_revision,
         "trust_remote_code": model_args.trust_remote_code,
@@ -217,6 +221,15 @@ def load_model_and_tokenizer(model_args: Any, training_args: Any):
     model = AutoModelForCausalLM.from_pretrained(name, **{k: v for k, v in init.items() if v is not None})
     tokenizer = AutoTokenizer.from_pretrained(name, revision=model_args.model_revision)
     return model, tokenizer
+
+
+def _saved_with_generic_tokenizer(folder: str) -> bool:
+    path = os.path.join(folder, "tokenizer_config.json")
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        tokenizer_class = json.load(f).get("tokenizer_class")
+    return tokenizer_class in ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
 def load_datasets(script_args: ScriptArguments, seed: int):
