@@ -1,7 +1,7 @@
 """Step-time overhead of ``NormalizedGRPOTrainer`` over TRL's ``GRPOTrainer`` on the tiny offline model (CPU).
 
     python scripts/bench_overhead.py                 # 16 rounds x 20 timed steps per trainer; writes the
-                                                     # bench_overhead block of docs/theory.md
+                                                     # bench_overhead block of docs/benchmarks.md
     python scripts/bench_overhead.py --quick         # 1 round x 3 steps, prints only (test suite)
 
 A = ``NormalizedGRPOTrainer`` with ``advantage_normalizer="group"``, B = ``trl.GRPOTrainer`` with
@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import re
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -42,6 +41,9 @@ from trl import GRPOConfig, GRPOTrainer
 import bnpo_trl.trainer as trainer_module
 from bnpo_trl import NormalizedGRPOConfig, NormalizedGRPOTrainer
 from bnpo_trl.testing import load_tokenizer, tiny_model_path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docs_section import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 NOISE_LIMIT = 0.03  # an interval wider than +-3% cannot resolve the goal (ratio <= 1.03) on its own
@@ -206,12 +208,10 @@ def report(runs: list[Run], args: argparse.Namespace, seconds: float, load: tupl
     same = all(x.rewards == y.rewards for x, y in zip(a_runs, b_runs, strict=True))
     ms = 1e3
     lines = [
-        f"Produced by `python scripts/bench_overhead.py{' --quick' if args.quick else ''}`: "
-        f"{len(a_runs)} round(s) A B, {args.steps} timed steps per run after {args.warmup} warm-up step(s); "
+        f"Setup: {len(a_runs)} round(s) A B, {args.steps} timed steps per run after {args.warmup} warm-up step(s); "
         f"{args.batch_size} completions per step ({args.batch_size // args.group_size} prompts x G = "
-        f"{args.group_size}), up to {args.completion_length} tokens; seed {args.seed}; torch "
-        f"{torch.__version__}, {torch.get_num_threads()} thread(s), {platform.machine()} with "
-        f"{os.cpu_count()} cores, 1-min load average {load[0]:.1f} at the start and {load[1]:.1f} at the "
+        f"{args.group_size}), up to {args.completion_length} tokens; seed {args.seed}; 1-min load average "
+        f"{load[0]:.1f} at the start and {load[1]:.1f} at the "
         f"end; {seconds:.0f} s in all. Same rewards logged by A and B at every step: "
         f"{'yes' if same else 'NO'}.",
         "",
@@ -289,16 +289,7 @@ def report(runs: list[Run], args: argparse.Namespace, seconds: float, load: tupl
     return "\n".join(lines)
 
 
-def replace_block(text: str, name: str, body: str) -> str:
-    """Put ``body`` between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` (appended if absent)."""
-    block = f"<!-- BEGIN {name} -->\n{body.strip()}\n<!-- END {name} -->"
-    pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S)
-    return pattern.sub(lambda _: block, text) if pattern.search(text) else f"{text.rstrip()}\n\n{block}\n"
-
-
-DOC_TEXT = """## 3. Overhead of `NormalizedGRPOTrainer`
-
-`python scripts/bench_overhead.py` times `NormalizedGRPOTrainer` (`advantage_normalizer="group"`, A)
+DOC_TEXT = """`python scripts/bench_overhead.py` times `NormalizedGRPOTrainer` (`advantage_normalizer="group"`, A)
 against TRL's `GRPOTrainer` (`scale_rewards="group"`, B) on the tiny offline model, alternating runs in one
 process with the same seed (the script's docstring says what a step includes). The tiny model makes a
 step as short as it gets, so the relative overhead here is an upper bound for real models. Wall time is
@@ -319,14 +310,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch default)")
     parser.add_argument(
-        "--docs", type=Path, default=None, help="default: docs/theory.md (full run); --quick: none"
+        "--docs", type=Path, default=None, help="default: docs/benchmarks.md (full run); --quick: none"
     )
     parser.add_argument("--quick", action="store_true", help="1 round x 3 steps (test suite)")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.steps, args.warmup, args.completion_length = 1, 3, 1, 8
     elif args.docs is None:
-        args.docs = ROOT / "docs" / "theory.md"
+        args.docs = ROOT / "docs" / "benchmarks.md"
     if args.threads:
         torch.set_num_threads(args.threads)
     hf_logging.disable_progress_bar()
@@ -347,8 +338,7 @@ def main() -> None:
     text = report(runs, args, time.perf_counter() - start, (load_start, os.getloadavg()[0]))
     print("\n" + text)
     if args.docs is not None:
-        doc = args.docs.read_text() if args.docs.exists() else "# Theory checks\n"
-        args.docs.write_text(replace_block(doc, "bench_overhead", DOC_TEXT + "\n" + text))
+        write_section(args.docs, "bench_overhead", DOC_TEXT + "\n" + text)
         print(f"\nwrote the bench_overhead block of {args.docs}")
 
 

@@ -1,6 +1,7 @@
 """Monte Carlo checks of the theory behind two normalizers: BNPO's variance-optimal Beta and EBPO's baseline.
 
-    python scripts/simulate_theory.py            # full run (~1 min on one CPU core): writes docs/theory.md
+    python scripts/simulate_theory.py            # full run (~1 min on one CPU core): writes the
+                                                 # simulate_theory block of docs/theory.md
                                                  # and docs/figures/theory_*.png
     python scripts/simulate_theory.py --quick    # small sizes, prints only (unless --docs-dir is given)
 
@@ -24,8 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
-import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,9 @@ import torch
 
 from bnpo_trl.normalizers import get_normalizer
 from bnpo_trl.normalizers.functional import beta_log_pdf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docs_section import write_section
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -436,22 +439,13 @@ def plot_ebpo(results: list[EbpoResult], path: Path) -> None:
     plt.close(fig)
 
 
-def replace_block(text: str, name: str, body: str) -> str:
-    """Put ``body`` between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` (appended if absent)."""
-    block = f"<!-- BEGIN {name} -->\n{body.strip()}\n<!-- END {name} -->"
-    pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S)
-    return (
-        pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    )
-
-
 DOC_INTRO = """# Theory checks: BNPO's optimal Beta and EBPO's shrunk baseline
 
-Monte Carlo checks of the two results the `bnpo` and `ebpo` normalizers rest on. Everything between the
-`BEGIN`/`END` markers below is written by a script - no number in this file is typed by hand:
-
-- `python scripts/simulate_theory.py` writes the `simulate_theory` block and `docs/figures/theory_*.png`;
-- `python scripts/bench_overhead.py` writes the `bench_overhead` block.
+Monte Carlo checks of the two results the `bnpo` and `ebpo` normalizers rest on. Everything in the
+`simulate_theory` block below (between its two HTML-comment markers) is written by
+`python scripts/simulate_theory.py`, which also draws `docs/figures/theory_*.png` - no number in this file
+is typed by hand. The step-time overhead of `NormalizedGRPOTrainer` is measured in
+[benchmarks.md](benchmarks.md).
 """
 
 BNPO_TEXT = """## 1. BNPO: the variance-minimising Beta normalization
@@ -497,15 +491,12 @@ is non-zero.
 
 
 def write_docs(docs_dir: Path, body: str) -> Path:
+    """Write the ``simulate_theory`` block of ``docs_dir/theory.md`` (a new file starts with DOC_INTRO)."""
     path = docs_dir / "theory.md"
-    text = path.read_text() if path.exists() else DOC_INTRO
-    if "<!-- BEGIN simulate_theory -->" not in text:  # keep the overhead block after this one
-        text = text.replace(
-            "<!-- BEGIN bench_overhead -->",
-            "<!-- BEGIN simulate_theory -->\n<!-- END simulate_theory -->\n\n<!-- BEGIN bench_overhead -->",
-        )
-    text = replace_block(text, "simulate_theory", body)
-    path.write_text(text)
+    if not path.exists():
+        docs_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(DOC_INTRO)
+    write_section(path, "simulate_theory", body)
     return path
 
 
@@ -553,11 +544,7 @@ def main() -> None:
     ]
     seconds = time.perf_counter() - start
 
-    command = "python scripts/simulate_theory.py" + (" --quick" if args.quick else "")
-    header = (
-        f"Produced by `{command}` (seed {args.seed}; torch {torch.__version__}, {torch.get_num_threads()} "
-        f"thread(s), {platform.machine()}; {seconds:.0f} s, of which BNPO {bnpo_seconds:.0f} s)."
-    )
+    header = f"Seed {args.seed}; {seconds:.0f} s in all, of which BNPO {bnpo_seconds:.0f} s."
     bnpo_md = bnpo_tables(bnpo, summaries, args.window) + "\n\n" + bnpo_verdict(bnpo, summaries)
     ebpo_md = (
         f"**Table 2 - baseline MSE against the true p** ({args.batches} batches of {args.prompts} prompts "
