@@ -1,0 +1,365 @@
+"""A pool of math-verify worker processes with a hard per-request wall-clock timeout.
+
+Why processes, and why these: sympy work is CPU-bound (threads would share one core through the GIL), and
+math-verify's own timeout uses ``signal.alarm``, which fails off the main thread and cannot stop every
+hang. Each worker is a fresh interpreter started with ``subprocess`` running ``_worker.py`` as a script:
+
+- it works from any thread (no signals in the parent) and inside a multi-threaded trainer (no ``fork`` of
+  the trainer: ``subprocess`` execs a clean interpreter at once);
+- it never re-imports the training script's ``__main__`` (``multiprocessing``'s spawn and forkserver do
+  that, and crash on scripts without an ``if __name__ == "__main__"`` guard), nor torch;
+- a replacement worker is ready in about half a second.
+
+The parent gives each worker one request at a time and kills a worker that has not answered
+``timeout`` seconds after it got its request (the request then gets ``{"status": "timeout"}``), then starts
+a replacement; inside the worker a CPU-time budget (default ``timeout / 3``) ends ordinary hangs without
+killing it. See :mod:`bnpo_trl.rewards._worker` for the worker side.
+
+Pools are created lazily (the first :meth:`VerifierPool.run` starts the workers), reused across calls,
+shared per configuration (:func:`get_pool`), closed at interpreter exit, and forgotten (not killed) in a
+child created by ``os.fork``, which starts its own workers if it needs some.
+
+Example:
+    >>> from bnpo_trl.rewards.pool import VerifierPool
+    >>> pool = VerifierPool(workers=1, timeout=5.0)
+    >>> pool.run([{"op": "item", "gold": "\\\\frac{1}{2}", "pred": "\\\\boxed{0.5}"}])
+    [{'status': 'correct'}]
+    >>> pool.close()
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+import weakref
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PoolStats", "VerifierPool", "check_pool_args", "default_workers", "get_pool"]
+
+_WORKER_SCRIPT = str(Path(__file__).with_name("_worker.py"))
+#: How long a fresh worker may take to import math-verify before the pool gives up with an error.
+STARTUP_TIMEOUT = 120.0
+
+
+def default_workers() -> int:
+    """``min(2, usable CPUs)``: verification is one of several CPU consumers in a training process."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(2, cpus))
+
+
+def check_pool_args(
+    workers: int | None, timeout: float, cpu_timeout: float | None, memory_mb: int | None
+) -> tuple[int, float, float]:
+    """Validate the pool settings; returns ``(workers, timeout, cpu_timeout)`` with defaults filled in."""
+    workers = default_workers() if workers is None else workers
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0:
+        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    cpu_timeout = timeout / 3 if cpu_timeout is None else cpu_timeout
+    if not isinstance(cpu_timeout, int | float) or not 0 < cpu_timeout <= timeout:
+        raise ValueError(f"cpu_timeout must be in (0, timeout={timeout}] seconds, got {cpu_timeout!r}")
+    if memory_mb is not None and (not isinstance(memory_mb, int) or memory_mb < 256):
+        raise ValueError(
+            f"memory_mb must be an integer >= 256 (sympy alone needs ~150 MiB) or None, got {memory_mb!r}"
+        )
+    return workers, float(timeout), float(cpu_timeout)
+
+
+@dataclass
+class PoolStats:
+    """Counters since the pool was created: requests answered, killed (wall-clock timeout or worker death),
+    CPU-budget timeouts reported by workers, workers started (including replacements), and the longest
+    wall-clock time one request took (from sending it to its reply or its worker's kill)."""
+
+    requests: int = 0
+    killed: int = 0
+    cpu_timeouts: int = 0
+    workers_started: int = 0
+    max_request_seconds: float = 0.0
+
+
+class _Worker:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-P", _WORKER_SCRIPT, json.dumps(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+            close_fds=True,
+            start_new_session=True,  # Ctrl-C in the terminal goes to the trainer, which closes the pool
+        )
+        self.fd = self.proc.stdout.fileno()
+        self.buffer = b""
+        self.ready = False
+        self.started = time.monotonic()
+        self.task: int | None = None
+        self.deadline = 0.0
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+
+    def read(self) -> list[dict[str, Any]] | None:
+        """The complete messages available now; ``None`` at end of file (the worker exited)."""
+        chunk = os.read(self.fd, 1 << 16)
+        if not chunk:
+            return None
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        return [json.loads(line) for line in lines if line]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._close_pipes()
+
+    def close(self, grace: float = 1.0) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()  # end of input: an idle worker exits by itself
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+class VerifierPool:
+    """Worker processes that answer verification requests, with a hard wall-clock timeout per request.
+
+    Args:
+        workers: Number of worker processes (default :func:`default_workers`).
+        timeout: Wall-clock seconds a worker has to answer one request; then it is killed and replaced,
+            and the request gets ``{"status": "timeout"}``.
+        cpu_timeout: CPU seconds per request inside the worker (default ``timeout / 3``: a budget hit
+            this way does not cost a worker restart; under CPU contention CPU time runs slower than wall
+            time, hence the margin).
+        memory_mb: Address-space cap of each worker in MiB (``None``: no cap).
+        recycle_rss_mb: A worker whose resident memory exceeds this after a request is replaced.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        timeout: float = 5.0,
+        cpu_timeout: float | None = None,
+        memory_mb: int | None = 4096,
+        recycle_rss_mb: int | None = 1024,
+    ) -> None:
+        workers, timeout, cpu_timeout = check_pool_args(workers, timeout, cpu_timeout, memory_mb)
+        self.workers = workers
+        self.timeout = float(timeout)
+        self.cpu_timeout = float(cpu_timeout)
+        self.memory_mb = memory_mb
+        self._config = {
+            "cpu_seconds": self.cpu_timeout,
+            "backstop_cpu_seconds": self.timeout + 2.0,
+            "memory_mb": memory_mb,
+            "recycle_rss_mb": recycle_rss_mb,
+        }
+        self.stats = PoolStats()
+        self._workers: list[_Worker] = []
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        _LIVE_POOLS.add(self)
+
+    # ------------------------------------------------------------------ lifecycle
+    def _start_worker(self) -> _Worker:
+        worker = _Worker(self._config)
+        self.stats.workers_started += 1
+        return worker
+
+    def _replace(self, worker: _Worker) -> None:
+        self._workers[self._workers.index(worker)] = self._start_worker()
+
+    def close(self) -> None:
+        """Stop the workers (the pool starts new ones if it is used again)."""
+        # At interpreter exit a daemon thread may still hold the lock in `run`: do not wait for it forever.
+        locked = self._lock.acquire(timeout=2.0)
+        try:
+            self._stop_all(graceful=True)
+        finally:
+            if locked:
+                self._lock.release()
+
+    def _stop_all(self, graceful: bool) -> None:
+        workers, self._workers = self._workers, []
+        if os.getpid() == self._pid:
+            for worker in workers:
+                if graceful and worker.task is None:
+                    worker.close()
+                else:
+                    worker.kill()
+
+    def _forget_after_fork(self) -> None:
+        # In a forked child the workers belong to the parent: drop them without killing them.
+        self._workers = []
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ work
+    def run(self, requests: list[dict[str, Any]], keys: list[str] | None = None) -> list[dict[str, Any]]:
+        """Answer every request (replies in request order); safe to call from any thread (calls are serialized).
+
+        ``keys`` (one per request) route requests with the same key to the same worker while it has work
+        (an idle worker takes over others' requests), so that a worker's gold cache is reused.
+        """
+        if not requests:
+            return []
+        if keys is not None and len(keys) != len(requests):
+            raise ValueError(f"got {len(keys)} keys for {len(requests)} requests")
+        with self._lock:
+            if os.getpid() != self._pid:
+                self._forget_after_fork()
+            while len(self._workers) < self.workers:
+                self._workers.append(self._start_worker())
+            try:
+                return self._run(requests, keys)
+            except BaseException:
+                # Start-up failure, a worker error or Ctrl-C: replies still in flight would be credited to
+                # the next call's requests, so no worker survives.
+                self._stop_all(graceful=False)
+                raise
+
+    def _fail_startup(self, worker: _Worker, reason: str) -> None:
+        worker.kill()
+        raise RuntimeError(
+            f"a math-verify worker {reason} (exit code {worker.proc.returncode}); its error, if any, is "
+            f"printed above. Check that `{sys.executable} -c 'import math_verify'` works."
+        )
+
+    def _run(self, requests: list[dict[str, Any]], keys: list[str] | None) -> list[dict[str, Any]]:
+        results: list[dict[str, Any] | None] = [None] * len(requests)
+        queues: list[collections.deque[int]] = [collections.deque() for _ in self._workers]
+        for index in range(len(requests)):
+            home = index if keys is None else zlib.crc32(keys[index].encode("utf-8", "surrogatepass"))
+            queues[home % len(queues)].append(index)
+
+        def next_request(slot: int) -> int | None:
+            if queues[slot]:
+                return queues[slot].popleft()
+            busiest = max(queues, key=len)  # take over the end of the longest queue
+            return busiest.pop() if busiest else None
+
+        def finish(worker: _Worker, reply: dict[str, Any]) -> None:
+            results[worker.task] = reply
+            worker.task = None
+            self.stats.requests += 1
+            took = time.monotonic() - (worker.deadline - self.timeout)
+            self.stats.max_request_seconds = max(self.stats.max_request_seconds, took)
+
+        while True:
+            now = time.monotonic()
+            for slot, worker in enumerate(self._workers):
+                if worker.ready and worker.task is None:
+                    index = next_request(slot)
+                    if index is None:
+                        continue
+                    try:
+                        worker.send(requests[index])
+                    except OSError:  # it exited while idle (memory recycling): replace it, retry the request
+                        queues[slot].appendleft(index)
+                        worker.kill()
+                        self._replace(worker)
+                        continue
+                    worker.task, worker.deadline = index, now + self.timeout
+            waiting = [w for w in self._workers if not w.ready or w.task is not None]
+            if not any(queues) and all(w.task is None for w in self._workers):
+                break
+            deadlines = [w.deadline if w.ready else w.started + STARTUP_TIMEOUT for w in waiting]
+            wait = max(0.0, min(deadlines) - now)
+            readable, _, _ = select.select([w.fd for w in waiting], [], [], wait)
+            for worker in [w for w in waiting if w.fd in readable]:
+                messages = worker.read()
+                if messages is None:  # the worker exited
+                    if not worker.ready:
+                        self._fail_startup(worker, "exited during start-up")
+                    if worker.task is not None:  # died on a request (SIGXCPU, OOM killer, crash)
+                        self.stats.killed += 1
+                        finish(worker, {"status": "timeout", "killed": True})
+                    worker.kill()
+                    self._replace(worker)
+                    continue
+                for message in messages:
+                    if "ready" in message:
+                        worker.ready = True
+                        continue
+                    if worker.task is None:
+                        raise RuntimeError(f"math-verify worker sent an unexpected message: {message}")
+                    if message.get("status") == "error":
+                        raise RuntimeError(f"math-verify worker failed on a request: {message.get('error')}")
+                    if message.get("status") == "timeout":
+                        self.stats.cpu_timeouts += 1
+                    recycle = message.pop("recycle", False)
+                    finish(worker, message)
+                    if recycle:  # it exits after this reply: start its successor now
+                        worker.close()
+                        self._replace(worker)
+            now = time.monotonic()
+            for worker in list(self._workers):
+                if worker.task is not None and now >= worker.deadline:
+                    self.stats.killed += 1
+                    finish(worker, {"status": "timeout", "killed": True})
+                    worker.kill()
+                    self._replace(worker)
+                elif not worker.ready and now >= worker.started + STARTUP_TIMEOUT:
+                    self._fail_startup(worker, f"was not ready after {STARTUP_TIMEOUT:.0f} s")
+        return results  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------- shared pools
+_LIVE_POOLS: weakref.WeakSet[VerifierPool] = weakref.WeakSet()
+_SHARED: dict[tuple[Any, ...], VerifierPool] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def get_pool(
+    workers: int | None = None,
+    timeout: float = 5.0,
+    cpu_timeout: float | None = None,
+    memory_mb: int | None = 4096,
+) -> VerifierPool:
+    """The process-wide pool for this configuration (created on first use; its workers start lazily)."""
+    key = (*check_pool_args(workers, timeout, cpu_timeout, memory_mb), memory_mb)
+    with _SHARED_LOCK:
+        pool = _SHARED.get(key)
+        if pool is None:
+            pool = _SHARED[key] = VerifierPool(*key)
+        return pool
+
+
+def _close_all() -> None:
+    for pool in list(_LIVE_POOLS):
+        pool.close()
+
+
+def _after_fork_in_child() -> None:
+    global _SHARED_LOCK
+    _SHARED_LOCK = threading.Lock()
+    for pool in list(_LIVE_POOLS):
+        pool._forget_after_fork()
+
+
+atexit.register(_close_all)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

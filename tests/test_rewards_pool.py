@@ -1,0 +1,182 @@
+"""The worker pool: hard wall-clock kills, dead workers, start-up errors, reuse, fork, clean-up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from bnpo_trl.rewards import pool as pool_module
+from bnpo_trl.rewards.pool import VerifierPool, check_pool_args, get_pool
+
+ITEM = {"op": "item", "gold": r"\frac{1}{2}", "pred": r"\boxed{0.5}"}
+
+
+@pytest.fixture
+def pool():
+    pool = VerifierPool(workers=1, timeout=1.0)
+    yield pool
+    pool.close()
+
+
+def test_wall_clock_timeout_kills_and_replaces_a_worker(pool) -> None:
+    assert pool.run([ITEM]) == [{"status": "correct"}]
+    old_pid = pool._workers[0].proc.pid
+    start = time.monotonic()
+    # A hang that no CPU budget sees (the worker sleeps): only the parent's deadline can end it.
+    replies = pool.run([{"op": "sleep", "seconds": 60}, ITEM])
+    elapsed = time.monotonic() - start
+    assert replies == [{"status": "timeout", "killed": True}, {"status": "correct"}]
+    assert elapsed < 10, elapsed  # one timeout, plus a replacement's start-up for the second request
+    assert pool.stats.killed == 1
+    assert pool.stats.workers_started == 2
+    assert pool._workers[0].proc.pid != old_pid
+    with pytest.raises(ProcessLookupError):
+        os.kill(old_pid, 0)  # the hung worker is gone (killed and reaped)
+
+
+def test_cpu_budget_timeout_keeps_the_worker(pool) -> None:
+    replies = pool.run([{"op": "item", "gold": "5", "pred": r"\boxed{9^{9^{9^{9}}}}"}, ITEM])
+    assert replies == [{"status": "timeout"}, {"status": "correct"}]
+    assert pool.stats.cpu_timeouts == 1
+    assert pool.stats.killed == 0
+    assert pool.stats.workers_started == 1
+
+
+def test_a_worker_that_dies_mid_request_is_a_timeout_and_is_replaced() -> None:
+    pool = VerifierPool(workers=1, timeout=30.0)
+    try:
+        pool.run([ITEM])
+        pid = pool._workers[0].proc.pid
+        killer = threading.Timer(0.5, os.kill, (pid, signal.SIGKILL))
+        killer.start()
+        start = time.monotonic()
+        replies = pool.run([{"op": "sleep", "seconds": 60}])
+        assert time.monotonic() - start < 10  # far below the 30 s deadline: the death is noticed at once
+        assert replies == [{"status": "timeout", "killed": True}]
+        assert pool.run([ITEM]) == [{"status": "correct"}]
+    finally:
+        pool.close()
+
+
+def test_requests_are_spread_over_workers_and_answered_in_order() -> None:
+    pool = VerifierPool(workers=2, timeout=5.0)
+    try:
+        requests = [{"op": "item", "gold": str(i % 7), "pred": rf"\boxed{{{i % 5}}}"} for i in range(40)]
+        replies = pool.run(requests)
+        expected = ["correct" if i % 7 == i % 5 else "wrong" for i in range(40)]
+        assert [r["status"] for r in replies] == expected
+        assert pool.stats.workers_started == 2
+        assert pool.run([]) == []
+    finally:
+        pool.close()
+
+
+def test_keyed_requests_keep_their_order() -> None:
+    pool = VerifierPool(workers=2, timeout=5.0)
+    try:
+        golds = [str(i % 3) for i in range(30)]
+        requests = [{"op": "item", "gold": g, "pred": rf"\boxed{{{i % 4}}}"} for i, g in enumerate(golds)]
+        replies = pool.run(requests, keys=golds)
+        assert [r["status"] for r in replies] == ["correct" if i % 3 == i % 4 else "wrong" for i in range(30)]
+        with pytest.raises(ValueError, match="keys for"):
+            pool.run(requests, keys=golds[:3])
+    finally:
+        pool.close()
+
+
+def test_start_up_failure_is_a_clear_error(monkeypatch, tmp_path) -> None:
+    script = tmp_path / "broken_worker.py"
+    script.write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.setattr(pool_module, "_WORKER_SCRIPT", str(script))
+    broken = VerifierPool(workers=1, timeout=1.0)
+    with pytest.raises(RuntimeError, match=r"exited during start-up \(exit code 3\).*import math_verify"):
+        broken.run([ITEM])
+    assert broken._workers == []
+
+
+def test_close_stops_workers_and_the_pool_restarts_lazily(pool) -> None:
+    pool.run([ITEM])
+    proc = pool._workers[0].proc
+    pool.close()
+    assert proc.returncode is not None
+    assert pool._workers == []
+    assert pool.run([ITEM]) == [{"status": "correct"}]
+
+
+def test_get_pool_shares_one_pool_per_configuration() -> None:
+    assert get_pool(workers=1, timeout=3.0) is get_pool(workers=1, timeout=3.0, cpu_timeout=1.0)
+    assert get_pool(workers=1, timeout=3.0) is not get_pool(workers=1, timeout=4.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"workers": 0}, "workers must be a positive integer"),
+        ({"timeout": 0}, "timeout must be"),
+        ({"timeout": 1.0, "cpu_timeout": 2.0}, "cpu_timeout must be in"),
+        ({"memory_mb": 10}, "memory_mb must be"),
+    ],
+)
+def test_bad_settings_are_clear_errors(kwargs, message) -> None:
+    args = {"workers": 1, "timeout": 5.0, "cpu_timeout": None, "memory_mb": None} | kwargs
+    with pytest.raises(ValueError, match=message):
+        check_pool_args(**args)
+
+
+def test_forked_child_uses_its_own_workers_and_leaves_the_parents_alone(pool) -> None:
+    pool.run([ITEM])
+    parent_worker = pool._workers[0].proc.pid
+    pid = os.fork()
+    if pid == 0:  # child: verify with fresh workers, then run the exit handlers, as a normal exit would
+        code = 1
+        try:
+            ok = pool.run([ITEM]) == [{"status": "correct"}] and pool._workers[0].proc.pid != parent_worker
+            pool_module._close_all()
+            code = 0 if ok else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    os.kill(parent_worker, 0)  # still alive
+    assert pool.run([ITEM]) == [{"status": "correct"}]
+    assert pool._workers[0].proc.pid == parent_worker
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/limits"), reason="reads /proc/<pid>/limits (Linux)")
+def test_worker_resource_limits() -> None:
+    pool = VerifierPool(workers=1, timeout=2.0, memory_mb=512)
+    try:
+        pool.run([ITEM])
+        with open(f"/proc/{pool._workers[0].proc.pid}/limits") as f:
+            limits = {line[:26].strip(): line[26:].split() for line in f.read().splitlines()[1:]}
+        assert limits["Max address space"][0] == str(512 * 2**20)
+        assert limits["Max core file size"][0] == "0"
+        cpu_limit = limits["Max cpu time"][0]  # set before each request: used CPU + timeout + 2 s, rounded up
+        assert cpu_limit != "unlimited" and 4 <= int(cpu_limit) <= 10
+    finally:
+        pool.close()
+
+
+def test_a_script_without_main_guard_works_and_its_workers_end_with_it(tmp_path) -> None:
+    # No `if __name__ == "__main__"` guard: a pool that re-imported `__main__` (multiprocessing's spawn or
+    # forkserver) would run this script again in every worker.
+    script = tmp_path / "train_like.py"
+    script.write_text(
+        "from bnpo_trl.rewards import accuracy\n"
+        "from bnpo_trl.rewards.accuracy import get_verifier\n"
+        "print(accuracy([r'\\boxed{0.5}', 'no'], answer=['1/2', '1'], timeout=3.0))\n"
+        "print(*[w.proc.pid for w in get_verifier(timeout=3.0).pool._workers])\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    scores, pids = done.stdout.strip().splitlines()
+    assert scores == "[1.0, 0.0]"
+    for pid in map(int, pids.split()):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # closed by the exit handler, not left behind
