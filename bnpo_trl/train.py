@@ -97,6 +97,7 @@ class ScriptArguments:
         default=0.2, metadata={"help": "Stop the warm-up at this accuracy."}
     )
     sft_warmup_max_seconds: float = field(default=90.0, metadata={"help": "Time budget of the warm-up."})
+    sft_warmup_max_steps: int = field(default=2000, metadata={"help": "Step budget of the warm-up."})
     sft_warmup_eval_steps: int = field(
         default=25, metadata={"help": "Check the warm-up accuracy every N steps."}
     )

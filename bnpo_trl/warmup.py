@@ -71,7 +71,7 @@ def sft_warmup(model, tokenizer, train, heldout, reward, script_args, training_a
             lr_scheduler_type="constant",
             weight_decay=0.1,
             adam_beta2=0.98,
-            max_steps=1_000_000,  # stopped by accuracy or time
+            max_steps=script_args.sft_warmup_max_steps,  # usually stopped earlier, by accuracy or time
             logging_steps=script_args.sft_warmup_eval_steps,
             save_strategy="no",
             report_to="none",
