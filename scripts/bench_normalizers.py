@@ -68,7 +68,9 @@ def main() -> None:
         help="torch threads (1: steady timings on a busy machine; 0: torch default)",
     )
     parser.add_argument("--quick", action="store_true", help="256 prompts x 8, 3 repeats (smoke run)")
-    parser.add_argument("--docs", help="also write the table into this markdown file (e.g. docs/benchmarks.md)")
+    parser.add_argument(
+        "--docs", help="also write the table into this markdown file (e.g. docs/benchmarks.md)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.prompts, args.group_size, args.repeats, args.loop_repeats = 256, 8, 3, 1

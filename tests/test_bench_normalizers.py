@@ -19,5 +19,7 @@ def test_bench_normalizers_quick_writes_docs_section(tmp_path):
     text = docs.read_text()
     assert text.startswith("# Benchmarks\n\nintro stays\n")
     assert text.count("<!-- bench_normalizers -->") == 1 and "| bnpo |" in text
-    subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300)  # rewriting replaces the block
+    subprocess.run(
+        cmd, capture_output=True, text=True, check=True, timeout=300
+    )  # rewriting replaces the block
     assert docs.read_text().count("<!-- bench_normalizers -->") == 1
