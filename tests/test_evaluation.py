@@ -46,6 +46,7 @@ from bnpo_trl.evaluation import (
     vllm_sampling_kwargs,
 )
 from bnpo_trl.testing import EOS_TOKEN, PAD_TOKEN, load_tokenizer, tiny_model_path
+from tests.trainer_utils import tiny_grpo_kwargs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 MATH500 = str(FIXTURES / "math500.jsonl")
@@ -724,20 +725,7 @@ def test_callback_in_a_grpo_run_logs_through_the_trainer(tmp_path, tiny_path, to
     callback = BenchmarkEvalCallback(
         tokenizer, {"amc23": load_benchmarks(AMC23, limit=2)["amc23"]}, eval_steps=1, n=2, max_new_tokens=4
     )
-    args = NormalizedGRPOConfig(
-        output_dir=str(tmp_path),
-        bf16=False,
-        use_cpu=True,
-        report_to="none",
-        num_generations=4,
-        per_device_train_batch_size=8,
-        max_completion_length=6,
-        max_steps=2,
-        logging_steps=1,
-        save_strategy="no",
-        seed=0,
-        disable_tqdm=True,
-    )
+    args = NormalizedGRPOConfig(**tiny_grpo_kwargs(tmp_path))
     trainer = NormalizedGRPOTrainer(
         model=load_model(tiny_path, device="cpu"),
         processing_class=tokenizer,

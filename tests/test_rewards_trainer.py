@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bnpo_trl.rewards import accuracy, get_reward_funcs
+from tests.trainer_utils import tiny_grpo_kwargs
 
 
 async def async_accuracy(completions, **kwargs):
@@ -36,20 +37,7 @@ def test_two_step_grpo_run_with_rewards_by_name(tmp_path) -> None:
         {"name": "per_source", "mapping": {"gsm8k*": "gsm8k", "*": {"name": "accuracy", "timeout": 3.0}}},
     ]
     reward_funcs = [*get_reward_funcs(spec), async_accuracy]
-    config = GRPOConfig(
-        output_dir=str(tmp_path),
-        bf16=False,
-        use_cpu=True,
-        report_to="none",
-        num_generations=4,
-        per_device_train_batch_size=8,
-        max_completion_length=8,
-        max_steps=2,
-        logging_steps=1,
-        save_strategy="no",
-        seed=0,
-        disable_tqdm=True,
-    )
+    config = GRPOConfig(**tiny_grpo_kwargs(tmp_path, max_completion_length=8))
     trainer = GRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(path),
         processing_class=load_tokenizer(path),

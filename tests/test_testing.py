@@ -21,6 +21,7 @@ from bnpo_trl.testing import (
     load_tokenizer,
     tiny_model_path,
 )
+from tests.trainer_utils import tiny_grpo_kwargs
 
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -283,21 +284,7 @@ def test_two_step_grpo_run_on_cpu(tiny_path: str, tmp_path: Path) -> None:
             for c, ans in zip(completions, answer, strict=True)
         ]
 
-    args = GRPOConfig(
-        output_dir=str(tmp_path),
-        bf16=False,
-        use_cpu=True,
-        report_to="none",
-        num_generations=4,
-        per_device_train_batch_size=8,
-        max_completion_length=8,
-        max_steps=2,
-        logging_steps=1,
-        save_strategy="no",
-        learning_rate=1e-3,
-        seed=0,
-        disable_tqdm=True,
-    )
+    args = GRPOConfig(**tiny_grpo_kwargs(tmp_path, max_completion_length=8, learning_rate=1e-3))
     trainer = GRPOTrainer(
         model=tiny_path,
         reward_funcs=contains_answer,

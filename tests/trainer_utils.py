@@ -36,7 +36,8 @@ def tiny_dataset(n: int = 16, with_source: bool = True) -> Dataset:
     return Dataset.from_list(rows)
 
 
-def tiny_config(output_dir, **overrides) -> NormalizedGRPOConfig:
+def tiny_grpo_kwargs(output_dir, **overrides) -> dict:
+    """GRPOConfig arguments for a 2-step CPU run on the tiny model (shared by every trainer test)."""
     kwargs = dict(
         output_dir=str(output_dir),
         bf16=False,
@@ -47,15 +48,21 @@ def tiny_config(output_dir, **overrides) -> NormalizedGRPOConfig:
         max_completion_length=6,
         max_steps=2,
         logging_steps=1,
-        learning_rate=1e-2,
-        lr_scheduler_type="constant",  # the same schedule whatever max_steps is (resume tests)
         save_strategy="no",
         seed=0,
-        temperature=1.0,
         disable_tqdm=True,
     )
     kwargs.update(overrides)
-    return NormalizedGRPOConfig(**kwargs)
+    return kwargs
+
+
+def tiny_config(output_dir, **overrides) -> NormalizedGRPOConfig:
+    defaults = dict(
+        learning_rate=1e-2,
+        lr_scheduler_type="constant",  # the same schedule whatever max_steps is (resume tests)
+        temperature=1.0,
+    )
+    return NormalizedGRPOConfig(**tiny_grpo_kwargs(output_dir, **{**defaults, **overrides}))
 
 
 class RecordingTrainer(NormalizedGRPOTrainer):
