@@ -27,6 +27,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from bnpo_trl.config import NormalizedGRPOConfig
 from bnpo_trl.normalizers import Normalizer, get_normalizer
+from bnpo_trl.normalizers.functional import combine_rewards
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +115,7 @@ class NormalizedGRPOTrainer(GRPOTrainer):
             metrics[f"normalizer/{key}"].append(float(value))
         metrics["normalizer/advantage_abs_mean"].append(advantages.abs().mean().item())
         if sources is not None:
-            combined = (rewards * self.reward_weights.to(rewards).unsqueeze(0)).nansum(dim=1)
-            combined[torch.isnan(rewards).all(dim=1)] = torch.nan
+            combined = combine_rewards(rewards, self.reward_weights)
             by_source: dict[str, list[int]] = defaultdict(list)
             for i, source in enumerate(sources):
                 by_source[source].append(i)

@@ -278,6 +278,11 @@ class SourceMedianNormalizer(Normalizer):
         self._std_history: list[dict[str, list[float]]] = []  # one {source: positive stds} per past call
         self._reward_history: list[dict[str, list[float]]] = []  # only with center="source_median"
 
+    def _pooled(self, history: list[dict[str, list[float]]], source: str) -> list[float]:
+        """The values ``source`` contributed to the last ``window`` calls."""
+        recent = history[-self.window :] if self.window else []
+        return [x for past in recent for x in past.get(source, [])]
+
     def compute(self, rewards, group_size, data_sources, reward_weights, update):
         if data_sources is None:
             raise ValueError(
@@ -303,10 +308,7 @@ class SourceMedianNormalizer(Normalizer):
             in_source = group_code == code
             stds = std_g[in_source]
             current_stds[source] = stds[stds > 0].tolist()
-            pool = [
-                x for past in self._std_history[-self.window :] if self.window for x in past.get(source, [])
-            ]
-            pool += current_stds[source]
+            pool = self._pooled(self._std_history, source) + current_stds[source]
             source_rewards = rewards[row_code == code]
             source_rewards = source_rewards[~torch.isnan(source_rewards)]
             if pool:
@@ -322,13 +324,7 @@ class SourceMedianNormalizer(Normalizer):
             self.last_stats[f"median/scale/{source}"] = scale[code].item()
             if self.center == "source_median":
                 current_rewards[source] = source_rewards.tolist()
-                pooled = [
-                    x
-                    for past in self._reward_history[-self.window :]
-                    if self.window
-                    for x in past.get(source, [])
-                ]
-                pooled += current_rewards[source]
+                pooled = self._pooled(self._reward_history, source) + current_rewards[source]
                 centre_by_source[code] = (
                     torch.tensor(pooled or [0.0], dtype=torch.float64).quantile(0.5).item()
                 )
