@@ -129,7 +129,14 @@ class ScriptArguments:
     )
     torch_threads: int | None = field(
         default=None,
-        metadata={"help": "torch.set_num_threads for this process (tiny CPU models run faster on 1 thread)."},
+        metadata={"help": "torch.set_num_threads for this process (default: torch's choice)."},
+    )
+    time_budget_seconds: float | None = field(
+        default=None,
+        metadata={
+            "help": "Stop RL once the whole run (loading, warm-up and RL, counted from start) has taken this "
+            "many seconds, or at max_steps, whichever comes first; the summary records which. Null: no limit."
+        },
     )
     reward_requires_eos: bool = field(
         default=False,
@@ -304,7 +311,7 @@ def run(script_args: ScriptArguments, training_args: Any, model_args: Any) -> di
     from bnpo_trl.distributed import shutdown_distributed
     from bnpo_trl.rewards import get_reward_funcs
     from bnpo_trl.trainer import NormalizedGRPOTrainer
-    from bnpo_trl.warmup import HeldoutAccuracyCallback, sft_warmup
+    from bnpo_trl.warmup import HeldoutAccuracyCallback, TimeBudgetCallback, sft_warmup
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.set_seed(training_args.seed)
@@ -341,6 +348,13 @@ def run(script_args: ScriptArguments, training_args: Any, model_args: Any) -> di
         heldout_cb = HeldoutAccuracyCallback(tokenizer, heldout, accuracy, script_args)
         summary["accuracy_before"] = heldout_cb.measure(model, step=0)
 
+    callbacks = []
+    if heldout_cb is not None and script_args.heldout_eval_steps:
+        callbacks.append(heldout_cb)
+    budget_cb = None
+    if script_args.time_budget_seconds:
+        budget_cb = TimeBudgetCallback(started, script_args.time_budget_seconds)
+        callbacks.append(budget_cb)
     train_columns = [c for c in train.column_names if c != "completion"]
     trainer = NormalizedGRPOTrainer(
         model=model,
@@ -350,7 +364,7 @@ def run(script_args: ScriptArguments, training_args: Any, model_args: Any) -> di
         eval_dataset=heldout if training_args.eval_strategy != "no" else None,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        callbacks=[heldout_cb] if heldout_cb is not None and script_args.heldout_eval_steps else None,
+        callbacks=callbacks or None,
     )
     rl_started = time.perf_counter()
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
@@ -359,6 +373,9 @@ def run(script_args: ScriptArguments, training_args: Any, model_args: Any) -> di
         summary["accuracy_after"] = heldout_cb.measure(trainer.model, step=trainer.state.global_step)
         summary["heldout_curve"] = heldout_cb.curve
     summary["steps"] = trainer.state.global_step
+    if budget_cb is not None:
+        summary["time_budget_seconds"] = script_args.time_budget_seconds
+        summary["stopped_by_time_budget"] = budget_cb.stopped_at_step is not None
     summary["total_seconds"] = time.perf_counter() - started
     summary["log_history"] = trainer.state.log_history
 
@@ -395,8 +412,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
         )
     if "accuracy_before" in summary:
         lines.append(f"| before RL | {summary['accuracy_before']:.1%} | |")
+        why = ", time budget reached" if summary.get("stopped_by_time_budget") else ""
         lines.append(
-            f"| after RL ({summary['steps']} steps) | {summary['accuracy_after']:.1%} | {summary['rl_seconds']:.0f} s |"
+            f"| after RL ({summary['steps']} steps{why}) | {summary['accuracy_after']:.1%} "
+            f"| {summary['rl_seconds']:.0f} s |"
         )
         gain = summary["accuracy_after"] - summary["accuracy_before"]
         lines += [

@@ -158,3 +158,24 @@ class HeldoutAccuracyCallback(TrainerCallback):
             accuracy = self.measure(model, state.global_step)
             state.log_history.append({"heldout/accuracy": accuracy, "step": state.global_step})
         return control
+
+
+class TimeBudgetCallback(TrainerCallback):
+    """Stop training once ``budget_seconds`` have passed since ``started`` (a ``time.perf_counter()`` value).
+
+    Rank 0's clock decides and every rank follows (a broadcast each step), so all ranks stop at the same
+    step; ``stopped_at_step`` records where it stopped (None: the budget was not reached).
+    """
+
+    def __init__(self, started: float, budget_seconds: float) -> None:
+        self.started, self.budget_seconds = started, budget_seconds
+        self.stopped_at_step: int | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        from accelerate.utils import broadcast_object_list
+
+        out_of_time = [time.perf_counter() - self.started >= self.budget_seconds]
+        if broadcast_object_list(out_of_time, from_process=0)[0] and state.global_step < state.max_steps:
+            control.should_training_stop = True
+            self.stopped_at_step = state.global_step
+        return control

@@ -67,6 +67,7 @@ CONTROLLED = {
     "logging_steps",
     "output_dir",
     "disable_tqdm",
+    "time_budget_seconds",
 }
 # --quick: a seconds-long version of the recipe (tiny data and eval sets, 2-s warm-up budget).
 QUICK_OVERRIDES = [
@@ -142,6 +143,9 @@ def rl_run(
         "--output_dir", str(run_dir), *extra,
     ]  # fmt: skip
     script_args, training_args, model_args = parse_recipe(config, argv)
+    script_args.time_budget_seconds = None  # same number of steps for every run, however long they take
+    if args.threads:
+        script_args.torch_threads = args.threads
     run_dir.mkdir(parents=True, exist_ok=True)
     wall, cpu = time.perf_counter(), time.process_time()
     with open(run_dir / "stdout.log", "w") as log, contextlib.redirect_stdout(log):
@@ -417,7 +421,9 @@ def main() -> None:
         "--figure", type=Path, default=None, help="default: docs/figures/learning_curves.png with the docs, "
         "else <output-dir>/learning_curves.png"
     )  # fmt: skip
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch default)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads (0: the recipe's torch_threads)"
+    )
     parser.add_argument("--quick", action="store_true", help="1 seed, bnpo and group, 3 steps, tiny data")
     args, extra = parser.parse_known_args()
     keys = {a[2:].split("=")[0].replace("-", "_") for a in extra if a.startswith("--")}

@@ -25,6 +25,10 @@ The machine may be shared: the script ends with how much CPU other processes use
     python scripts/bench_rewards.py            # N = 4096 per batch (several minutes: TRL spends 5 s on
                                                # every nested exponent)
     python scripts/bench_rewards.py --n 1024   # quicker
+    python scripts/bench_rewards.py --docs docs/benchmarks.md   # also write the bench_rewards block
+
+Everything the script prints to stdout is also, with ``--docs PATH``, the body of the ``bench_rewards`` block
+of that markdown file (``scripts/docs_section.py``), so the two never differ; it is written as markdown.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ import sys
 import time
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docs_section import write_section
 
 G = 16
 #: Problem kinds whose raw-LaTeX gold math-verify's default parse (TRL) reads correctly.
@@ -283,10 +291,20 @@ def main() -> None:
         "--timeout", type=float, default=5.0, help="accuracy's per-item wall-clock timeout (s)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--docs", help="also write the printed tables into this markdown file (e.g. docs/benchmarks.md)"
+    )
     args = parser.parse_args()
     if args.n % G:
         parser.error(f"--n must be a multiple of {G}")
     logging.disable(logging.WARNING)  # math-verify logs every timeout and failed parse
+
+    lines: list[str] = []  # everything printed, in order: the body of the docs block
+
+    def emit(line: str = "") -> None:
+        """Print one line (as it is measured) and keep it for the docs block."""
+        lines.append(line)
+        print(line, flush=True)
 
     from bnpo_trl.rewards.accuracy import STATUS_SCORES, MathVerifier
     from bnpo_trl.rewards.pool import VerifierPool, default_workers
@@ -300,10 +318,11 @@ def main() -> None:
     }
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"python {sys.version.split()[0]}, {cpus} usable CPUs, load average {load:.2f} before the run")
-    print(f"N = {args.n} completions per batch ({len(problems)} problems x {G}), "
-          f"{sum(i.kind == 'pathological' for i in batches['first-seen'])} pathological per batch; "
-          f"accuracy: {workers} workers, timeout {args.timeout:g} s")  # fmt: skip
+    emit(f"python {sys.version.split()[0]}, {cpus} usable CPUs, load average {load:.2f} before the run")
+    emit()
+    emit(f"N = {args.n} completions per batch ({len(problems)} problems x {G}), "
+         f"{sum(i.kind == 'pathological' for i in batches['first-seen'])} pathological per batch; "
+         f"accuracy: {workers} workers, timeout {args.timeout:g} s")  # fmt: skip
 
     import resource
 
@@ -314,7 +333,8 @@ def main() -> None:
     verifier = MathVerifier(pool)
     start = time.perf_counter()
     verifier.judge(["12345678"], [r"\boxed{12345678}"])
-    print(f"accuracy pool start-up (untimed below): {time.perf_counter() - start:.2f} s")
+    emit()
+    emit(f"accuracy pool start-up (untimed below): {time.perf_counter() - start:.2f} s")
 
     runs = []  # (label, items, trl scores, trl seconds per item, trl cpu, our statuses, our wall, our cpu, our max)
     for name, items in batches.items():
@@ -344,22 +364,22 @@ def main() -> None:
     subset_runs([("first-seen without pathological items", 0, normal), ("later-epoch without pathological items", 1, normal)])  # fmt: skip
     subset_runs([("first-seen, kinds whose gold TRL reads right", 0, lambda i: i.kind in SAME_GOLD_KINDS)])
 
-    print()
-    print("| batch | completions | TRL accuracy_reward: items/s (wall s, CPU s) | bnpo_trl accuracy: items/s "
-          "(wall s, CPU s) | speed-up, wall | CPU-time ratio | slowest item TRL / ours (s) | "
-          "bound (N/workers)*timeout |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    emit()
+    emit("| batch | completions | TRL accuracy_reward: items/s (wall s, CPU s) | bnpo_trl accuracy: items/s "
+         "(wall s, CPU s) | speed-up, wall | CPU-time ratio | slowest item TRL / ours (s) | "
+         "bound (N/workers)*timeout |")  # fmt: skip
+    emit("|---|---|---|---|---|---|---|---|")
     for name, items, _, trl_seconds, trl_cpu, _, wall, cpu, ours_max in runs:
         n, trl_wall = len(items), sum(trl_seconds)
         bound = n / workers * args.timeout
-        print(f"| {name} | {n} | {n / trl_wall:.0f} ({trl_wall:.1f}, {trl_cpu:.1f}) | {n / wall:.0f} ({wall:.1f}, {cpu:.1f}) | "
-              f"{trl_wall / wall:.2f}x | {trl_cpu / cpu:.2f}x | {max(trl_seconds):.2f} / {ours_max:.2f} | "
-              f"{bound:.0f} s {'ok' if wall <= bound else 'EXCEEDED'} |")  # fmt: skip
+        emit(f"| {name} | {n} | {n / trl_wall:.0f} ({trl_wall:.1f}, {trl_cpu:.1f}) | {n / wall:.0f} ({wall:.1f}, {cpu:.1f}) | "
+             f"{trl_wall / wall:.2f}x | {trl_cpu / cpu:.2f}x | {max(trl_seconds):.2f} / {ours_max:.2f} | "
+             f"{bound:.0f} s {'ok' if wall <= bound else 'EXCEEDED'} |")  # fmt: skip
 
-    print()
-    print("| batch | agree | differ | ours right | TRL right | neither | accuracy vs label: TRL / ours | "
-          "ours: timeouts / unparsed gold / no answer |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    emit()
+    emit("| batch | agree | differ | ours right | TRL right | neither | accuracy vs label: TRL / ours | "
+         "ours: timeouts / unparsed gold / no answer |")  # fmt: skip
+    emit("|---|---|---|---|---|---|---|---|")
     examples = []
     for name, items, trl_scores, _, _, statuses, *_ in runs[:2]:
         ours = [STATUS_SCORES[s] for s in statuses]
@@ -369,9 +389,9 @@ def main() -> None:
         ours_right = sum(ours_ok[k] for k in differ)
         trl_right = sum(trl_ok[k] for k in differ)
         counts = [statuses.count(s) for s in ("timeout", "unparsed_gold", "no_answer")]
-        print(f"| {name} | {len(items) - len(differ)} | {len(differ)} | {ours_right} | {trl_right} | "
-              f"{len(differ) - ours_right - trl_right} | {sum(trl_ok) / len(items):.3f} / {sum(ours_ok) / len(items):.3f} | "
-              f"{counts[0]} / {counts[1]} / {counts[2]} |")  # fmt: skip
+        emit(f"| {name} | {len(items) - len(differ)} | {len(differ)} | {ours_right} | {trl_right} | "
+             f"{len(differ) - ours_right - trl_right} | {sum(trl_ok) / len(items):.3f} / {sum(ours_ok) / len(items):.3f} | "
+             f"{counts[0]} / {counts[1]} / {counts[2]} |")  # fmt: skip
         if name == "first-seen":
             by_kind: dict[str, list[int]] = {}
             for k in differ:
@@ -386,19 +406,29 @@ def main() -> None:
                 examples.append(
                     f"  ours != label: gold {items[k].gold!r}, ...{items[k].text[-50:]!r}, ours {statuses[k]}"
                 )
-    print()
-    print("Disagreements on the first-seen batch, by problem kind (one example each):")
-    print("\n".join(examples) if examples else "  none")
+    emit()
+    emit("Disagreements on the first-seen batch, by problem kind (one example each):")
+    emit()
+    emit("```text")  # the examples hold raw LaTeX and reprs: verbatim in markdown
+    for line in examples or ["  none"]:
+        emit(line)
+    emit("```")
     pool.close()
-    print(f"\npool: {pool.stats}")
+    emit()
+    emit(f"pool: {pool.stats}")
     machine_end = _machine_busy_seconds()
     if machine_start is not None and machine_end is not None:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         own = time.process_time() - own_start + children.ru_utime + children.ru_stime
         elapsed = time.perf_counter() - wall_start
         others = max(0.0, machine_end - machine_start - own)
-        print(f"other processes used {others:.0f} CPU-seconds of the {cpus * elapsed:.0f} available during the "
-              f"{elapsed:.0f} s run (this benchmark: {own:.0f}); figures above are for a machine that busy")  # fmt: skip
+        emit()
+        emit(f"other processes used {others:.0f} CPU-seconds of the {cpus * elapsed:.0f} available during the "
+             f"{elapsed:.0f} s run (this benchmark: {own:.0f}); figures above are for a machine that busy")  # fmt: skip
+
+    if args.docs:
+        write_section(args.docs, "bench_rewards", "\n".join(lines))
+        print(f"wrote the bench_rewards block of {args.docs}", file=sys.stderr)
 
 
 if __name__ == "__main__":

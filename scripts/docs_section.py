@@ -2,6 +2,8 @@
 
 Benchmark scripts call :func:`write_section` with ``--docs PATH`` so the tables in ``docs/`` are only
 ever written by the command that measured them (the block records that command and the machine).
+:func:`read_section` and :func:`replace_section` read and replace a block in a string, adding no header
+line (``scripts/readme_headlines.py`` uses them to copy headline numbers from those blocks into README.md).
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import sys
 from datetime import date
 from pathlib import Path
 
-import torch
-
 
 def machine_line() -> str:
+    import torch  # here, not at the top: readers of the blocks (readme_headlines.py) need no torch
+
     cores = len(__import__("os").sched_getaffinity(0))
     return (
         f"{platform.machine()}, {cores} cores, Python {platform.python_version()}, torch {torch.__version__}, "
@@ -35,10 +37,23 @@ def write_section(path: str | Path, name: str, body: str) -> None:
         f"<!-- /{name} -->"
     )
     text = path.read_text() if path.exists() else ""
-    pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text)
-    else:
-        text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_text(replace_section(text, name, block))
+
+
+def _pattern(name: str) -> re.Pattern[str]:
+    return re.compile(rf"<!-- {re.escape(name)} -->(.*?)<!-- /{re.escape(name)} -->", re.S)
+
+
+def read_section(text: str, name: str) -> str | None:
+    """The text between the ``name`` markers in ``text`` (markers excluded), or None without them."""
+    match = _pattern(name).search(text)
+    return None if match is None else match.group(1)
+
+
+def replace_section(text: str, name: str, block: str) -> str:
+    """``text`` with the block ``name`` (markers included) replaced by ``block``, or ``block`` appended."""
+    pattern = _pattern(name)
+    if pattern.search(text):
+        return pattern.sub(lambda _: block, text)
+    return text.rstrip() + ("\n\n" if text else "") + block + "\n"

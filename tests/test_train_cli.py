@@ -122,13 +122,25 @@ def test_quickstart_recipe_runs_end_to_end(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_time_budget_stops_rl_early_and_says_so(tmp_path, capsys):
+    # the budget counts from the start of the run, so 1 s is spent before RL begins: RL stops after step 1
+    summary = main(
+        ["--config", str(QUICKSTART), "--output_dir", str(tmp_path), *FAST]
+        + ["--max_steps", "20", "--time_budget_seconds", "1"]
+    )
+    assert summary["steps"] == 1 and summary["stopped_by_time_budget"] is True
+    assert "time budget reached" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_quickstart_under_accelerate_cpu_config_runs_two_ranks(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/cpu.yaml"]
     cmd += ["--main_process_port", "0", "-m", "bnpo_trl.train", "--config", "configs/quickstart.yaml"]
-    cmd += ["--output_dir", str(tmp_path), *FAST]
+    # a 1 s time budget: rank 0's clock decides for both ranks, so both stop after RL step 1 (no hang)
+    cmd += ["--output_dir", str(tmp_path), *FAST, "--max_steps", "20", "--time_budget_seconds", "1"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "terminate called" not in proc.stderr
     summary = json.loads((tmp_path / "run_summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["steps"] == 2
+    assert summary["world_size"] == 2 and summary["steps"] == 1 and summary["stopped_by_time_budget"]

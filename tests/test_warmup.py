@@ -53,3 +53,18 @@ def test_progress_resets_patience(monkeypatch):
 def test_out_of_time_stops_and_reports(monkeypatch):
     stopper, _, control = run_checks(monkeypatch, [0.01, 0.02], max_seconds=0.0)
     assert control.should_training_stop and stopper.accuracy == 0.01
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "step", "max_steps", "stops"),
+    [(10.0, 5, 100, False), (31.0, 5, 100, True), (31.0, 100, 100, False)],
+)
+def test_time_budget_stops_training_once_the_budget_is_spent(monkeypatch, elapsed, step, max_steps, stops):
+    monkeypatch.setattr(warmup.time, "perf_counter", lambda: 1000.0 + elapsed)
+    callback = warmup.TimeBudgetCallback(started=1000.0, budget_seconds=30.0)
+    control = callback.on_step_end(
+        None, SimpleNamespace(global_step=step, max_steps=max_steps), TrainerControl()
+    )
+    assert control.should_training_stop is stops
+    # at max_steps the run ends anyway: that is not a stop by the budget
+    assert callback.stopped_at_step == (step if stops else None)
