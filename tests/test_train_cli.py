@@ -124,10 +124,8 @@ def test_quickstart_recipe_runs_end_to_end(tmp_path, capsys):
 @pytest.mark.slow
 def test_time_budget_stops_rl_early_and_says_so(tmp_path, capsys):
     # the budget counts from the start of the run, so 1 s is spent before RL begins: RL stops after step 1
-    summary = main(
-        ["--config", str(QUICKSTART), "--output_dir", str(tmp_path), *FAST]
-        + ["--max_steps", "20", "--time_budget_seconds", "1"]
-    )
+    budget = ["--max_steps", "20", "--time_budget_seconds", "1"]
+    summary = main(["--config", str(QUICKSTART), "--output_dir", str(tmp_path), *FAST, *budget])
     assert summary["steps"] == 1 and summary["stopped_by_time_budget"] is True
     assert "time budget reached" in capsys.readouterr().out
 
