@@ -14,6 +14,8 @@ from types import ModuleType
 
 import pytest
 
+from tests.script_utils import bench_learning_facts
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "bench_learning.py"
 
@@ -95,11 +97,7 @@ def test_report_table_and_paired_comparison(bench, tmp_path):
         for name, runs in curves.items()
     }
     warmups = [bench.Warmup(s, "x", 100, 50.0, acc, True, 0.2) for s, acc in enumerate([0.2, 0.3, 0.1])]
-    facts = {
-        "model": "tiny:x", "dataset_limit": 10, "eval_limit": 10, "eval_split": "test", "warmup": True,
-        "warmup_target": 0.2, "warmup_seconds": 60, "batch": 16, "group": 8, "lr": 1e-3, "max_grad_norm": 1.0,
-        "max_completion_length": 8, "rewards": ["accuracy"], "requires_eos": True,
-    }  # fmt: skip
+    facts = bench_learning_facts()
     args = argparse.Namespace(
         threshold=0.5, max_steps=10, eval_every=5, config_label="configs/quickstart.yaml"
     )

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.script_utils import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "quickstart_seeds.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("quickstart_seeds", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def summary(seed, before, after, wall, reached=True, by_budget=True):
@@ -34,7 +28,7 @@ def summary(seed, before, after, wall, reached=True, by_budget=True):
 
 
 def test_table_judges_each_seed_on_gain_and_wall_time():
-    table = load_script().table(
+    table = load_script("quickstart_seeds").table(
         [summary(0, 0.22, 0.675, 290.0), summary(1, 0.21, 0.40, 290.0), summary(2, 0.20, 0.70, 301.0, False)]
     )
     rows = [

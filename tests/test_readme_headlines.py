@@ -5,22 +5,14 @@ with docs/benchmarks.md and docs/theory.md (an edit of the docs without regenera
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import pytest
 
+from tests.script_utils import bench_learning_facts, load_script
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -269,11 +261,7 @@ def test_parsers_read_what_the_real_formatters_write(headlines):
             }  # fmt: skip
             results[name].append(bench.run_metrics(summary, 0.5))
     warmups = [bench.Warmup(s, "x", 100, 50.0, 0.1, True, 0.2) for s in range(3)]
-    facts = {
-        "model": "tiny:x", "dataset_limit": 10, "eval_limit": 10, "eval_split": "test", "warmup": True,
-        "warmup_target": 0.2, "warmup_seconds": 60, "batch": 16, "group": 8, "lr": 1e-3, "max_grad_norm": 1.0,
-        "max_completion_length": 8, "rewards": ["accuracy"], "requires_eos": True,
-    }  # fmt: skip
+    facts = bench_learning_facts()
     args = argparse.Namespace(
         threshold=0.5, max_steps=10, eval_every=10, config_label="configs/quickstart.yaml"
     )
