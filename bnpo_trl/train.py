@@ -104,10 +104,20 @@ class ScriptArguments:
     sft_warmup_eval_limit: int = field(
         default=200, metadata={"help": "Held-out rows used for the warm-up check."}
     )
+    sft_warmup_eval_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "Split of eval_dataset_name for the warm-up check (e.g. 'dev'); default: the held-out set "
+            "itself. A separate split keeps the before/after accuracy free of the stop rule's selection."
+        },
+    )
     sft_warmup_learning_rate: float = field(
         default=3e-3, metadata={"help": "Warm-up learning rate (constant)."}
     )
     sft_warmup_batch_size: int = field(default=64, metadata={"help": "Warm-up batch size."})
+    sft_warmup_weight_decay: float = field(
+        default=0.1, metadata={"help": "Warm-up AdamW weight decay (decoupled, as in TRL)."}
+    )
     heldout_accuracy: bool = field(
         default=False,
         metadata={
@@ -276,6 +286,24 @@ def load_datasets(script_args: ScriptArguments, seed: int):
     return train, heldout
 
 
+def load_warmup_check_set(script_args: ScriptArguments, heldout: Any) -> Any:
+    """The rows the warm-up's stop check measures: ``sft_warmup_eval_split`` of the held-out dataset when set
+    (then the before/after accuracy is not measured on the rows the stop was chosen on), else ``heldout``;
+    at most ``sft_warmup_eval_limit`` rows."""
+    from bnpo_trl.data import load_dataset_by_name
+
+    check = heldout
+    if script_args.sft_warmup_eval_split:
+        check = load_dataset_by_name(
+            script_args.eval_dataset_name,
+            split=script_args.sft_warmup_eval_split,
+            path=script_args.eval_dataset_path,
+            limit=script_args.sft_warmup_eval_limit,
+            system_prompt=script_args.system_prompt,
+        )
+    return check.select(range(min(len(check), script_args.sft_warmup_eval_limit)))
+
+
 def drop_long_prompts(dataset: Any, tokenizer: Any, max_tokens: int) -> tuple[Any, int]:
     """Remove rows whose templated prompt exceeds ``max_tokens`` tokens; -> (dataset, number removed)."""
 
@@ -342,7 +370,13 @@ def run(script_args: ScriptArguments, training_args: Any, model_args: Any) -> di
         raise ValueError("heldout_accuracy and sft_warmup need eval_dataset_name (a held-out set).")
     accuracy = get_reward_funcs(["accuracy"])[0] if heldout is not None else None
     if script_args.sft_warmup:
-        summary["warmup"] = sft_warmup(model, tokenizer, train, heldout, accuracy, script_args, training_args)
+        check_set = load_warmup_check_set(script_args, heldout)
+        summary["warmup"] = sft_warmup(
+            model, tokenizer, train, check_set, accuracy, script_args, training_args
+        )
+        summary["warmup"]["check_split"] = (
+            script_args.sft_warmup_eval_split or script_args.eval_dataset_split or "held-out set"
+        )
     heldout_cb = None
     if script_args.heldout_accuracy:
         heldout_cb = HeldoutAccuracyCallback(tokenizer, heldout, accuracy, script_args)
@@ -408,7 +442,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     warm = summary.get("warmup")
     if warm:
         lines.append(
-            f"| supervised warm-up ({warm['steps']} steps) | {warm['accuracy']:.1%} | {warm['seconds']:.0f} s |"
+            f"| supervised warm-up ({warm['steps']} steps; its check on `{warm.get('check_split')}`) "
+            f"| {warm['accuracy']:.1%} | {warm['seconds']:.0f} s |"
         )
     if "accuracy_before" in summary:
         lines.append(f"| before RL | {summary['accuracy_before']:.1%} | |")

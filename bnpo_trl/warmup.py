@@ -66,12 +66,13 @@ class _StopOnAccuracy(TrainerCallback):
         return control
 
 
-def sft_warmup(model, tokenizer, train, heldout, reward, script_args, training_args) -> dict[str, Any]:
+def sft_warmup(model, tokenizer, train, check_set, reward, script_args, training_args) -> dict[str, Any]:
     """Fine-tune ``model`` in place on ``train``'s ``prompt``/``completion`` pairs (TRL SFTTrainer,
-    completion-only loss) until greedy accuracy on ``heldout`` reaches the target or the budget ends.
+    completion-only loss) until greedy accuracy on ``check_set`` reaches the target or the budget ends.
 
-    The accuracy check uses the first ``sft_warmup_eval_limit`` rows of ``heldout``. Returns what happened:
-    steps, seconds, accuracy, whether the target was reached, and the accuracy history.
+    The accuracy check uses the first ``sft_warmup_eval_limit`` rows of ``check_set`` (``bnpo_trl.train``
+    passes ``load_warmup_check_set``'s rows). Returns what happened: steps, seconds, accuracy, whether the
+    target was reached, and the accuracy history.
     """
     from trl import SFTConfig, SFTTrainer
 
@@ -79,7 +80,7 @@ def sft_warmup(model, tokenizer, train, heldout, reward, script_args, training_a
         raise ValueError(
             "sft_warmup needs a `completion` column (the gold answer as an assistant message) in the training set."
         )
-    dev = heldout.select(range(min(len(heldout), script_args.sft_warmup_eval_limit)))
+    dev = check_set.select(range(min(len(check_set), script_args.sft_warmup_eval_limit)))
     stopper = _StopOnAccuracy(
         tokenizer,
         dev,
@@ -95,7 +96,7 @@ def sft_warmup(model, tokenizer, train, heldout, reward, script_args, training_a
             per_device_train_batch_size=script_args.sft_warmup_batch_size,
             learning_rate=script_args.sft_warmup_learning_rate,
             lr_scheduler_type="constant",
-            weight_decay=0.1,
+            weight_decay=script_args.sft_warmup_weight_decay,
             adam_beta2=0.98,
             max_steps=script_args.sft_warmup_max_steps,  # usually stopped earlier, by accuracy or time
             logging_steps=script_args.sft_warmup_eval_steps,

@@ -82,7 +82,7 @@ class Warmup:
     folder: str
     steps: int
     seconds: float
-    accuracy: float  # the warm-up's own check (first sft_warmup_eval_limit held-out rows)
+    accuracy: float  # the warm-up's own check (train.load_warmup_check_set)
     reached_target: bool
     target: float
 
@@ -114,7 +114,8 @@ def warm_start(config: str, seed: int, folder: Path, extra: list[str]) -> Warmup
         accuracy = get_reward_funcs(["accuracy"])[0]
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder.parent / "warm_start.log", "w") as log, contextlib.redirect_stdout(log):
-            info = sft_warmup(model, tokenizer, train_set, heldout, accuracy, script_args, training_args)
+            check_set = train.load_warmup_check_set(script_args, heldout)
+            info = sft_warmup(model, tokenizer, train_set, check_set, accuracy, script_args, training_args)
     else:  # the recipe has no warm-up: every normalizer starts from the recipe's model as it is
         info = {"steps": 0, "seconds": 0.0, "accuracy": math.nan, "reached_target": True, "target": math.nan}
     model.save_pretrained(folder)

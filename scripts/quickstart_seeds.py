@@ -51,7 +51,7 @@ def run_seed(seed: int, output_dir: Path, extra: list[str]) -> dict:
 
 def table(summaries: list[dict]) -> str:
     lines = [
-        "| seed | warm-up: steps, held-out acc., s | before RL | after RL | gain (points) | RL steps | "
+        "| seed | warm-up: steps, its check's acc. (split), s | before RL | after RL | gain (points) | RL steps | "
         "wall time (whole process) | >= 40 points within 300 s |",
         "|---:|---|---:|---:|---:|---:|---:|---|",
     ]
@@ -63,7 +63,7 @@ def table(summaries: list[dict]) -> str:
         met += ok
         stop = ", time budget" if s.get("stopped_by_time_budget") else ""
         warm_cell = (
-            f"{warm['steps']}, {warm['accuracy']:.1%}, {warm['seconds']:.0f} s"
+            f"{warm['steps']}, {warm['accuracy']:.1%} ({warm.get('check_split')}), {warm['seconds']:.0f} s"
             + ("" if warm.get("reached_target", True) else " (target not reached)")
             if warm
             else "-"

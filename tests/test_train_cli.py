@@ -14,7 +14,7 @@ import pytest
 from bnpo_trl.data import available_datasets
 from bnpo_trl.normalizers import resolve_normalizer
 from bnpo_trl.rewards import get_reward_funcs
-from bnpo_trl.train import main, parse_args
+from bnpo_trl.train import load_datasets, load_warmup_check_set, main, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "configs" / "recipes").rglob("*.yaml"))
@@ -103,6 +103,19 @@ def test_unknown_recipe_key_names_it(tmp_path):
 def test_bad_recipe_values_fail_clearly(override, match, tmp_path):
     with pytest.raises(ValueError, match=match):
         main(["--config", str(QUICKSTART), "--output_dir", str(tmp_path), *FAST, *override])
+
+
+@pytest.mark.parametrize("split", ["", "dev"])
+def test_warmup_check_set_is_a_separate_split_when_asked(split, tmp_path):
+    argv = ["--config", str(QUICKSTART), "--output_dir", str(tmp_path), "--sft_warmup_eval_limit", "50"]
+    script_args, _, _ = parse_args([*argv, "--sft_warmup_eval_split", split])
+    _, heldout = load_datasets(script_args, seed=0)
+    check = load_warmup_check_set(script_args, heldout)
+    questions = {row["prompt"][-1]["content"] for row in check}
+    assert len(check) == 50
+    test_questions = {row["prompt"][-1]["content"] for row in heldout}
+    # the quickstart's test and dev pairs never overlap; without a split the check is the test set's head
+    assert (questions <= test_questions) if not split else not (questions & test_questions)
 
 
 @pytest.mark.slow
