@@ -276,30 +276,32 @@ def load_datasets(script_args: ScriptArguments, seed: int):
     train = apply_curriculum(train, script_args.curriculum, column=script_args.curriculum_column)
     heldout = None
     if script_args.eval_dataset_name:
-        heldout = load_dataset_by_name(
-            script_args.eval_dataset_name,
-            split=script_args.eval_dataset_split,
-            path=script_args.eval_dataset_path,
-            limit=script_args.eval_dataset_limit,
-            **common,
+        heldout = _load_eval_split(
+            script_args, script_args.eval_dataset_split, script_args.eval_dataset_limit
         )
     return train, heldout
+
+
+def _load_eval_split(script_args: ScriptArguments, split: str | None, limit: int | None) -> Any:
+    from bnpo_trl.data import load_dataset_by_name
+
+    return load_dataset_by_name(
+        script_args.eval_dataset_name,
+        split=split,
+        path=script_args.eval_dataset_path,
+        limit=limit,
+        system_prompt=script_args.system_prompt,
+    )
 
 
 def load_warmup_check_set(script_args: ScriptArguments, heldout: Any) -> Any:
     """The rows the warm-up's stop check measures: ``sft_warmup_eval_split`` of the held-out dataset when set
     (then the before/after accuracy is not measured on the rows the stop was chosen on), else ``heldout``;
     at most ``sft_warmup_eval_limit`` rows."""
-    from bnpo_trl.data import load_dataset_by_name
-
     check = heldout
     if script_args.sft_warmup_eval_split:
-        check = load_dataset_by_name(
-            script_args.eval_dataset_name,
-            split=script_args.sft_warmup_eval_split,
-            path=script_args.eval_dataset_path,
-            limit=script_args.sft_warmup_eval_limit,
-            system_prompt=script_args.system_prompt,
+        check = _load_eval_split(
+            script_args, script_args.sft_warmup_eval_split, script_args.sft_warmup_eval_limit
         )
     return check.select(range(min(len(check), script_args.sft_warmup_eval_limit)))
 
