@@ -70,8 +70,8 @@ def sft_warmup(model, tokenizer, train, check_set, reward, script_args, training
     """Fine-tune ``model`` in place on ``train``'s ``prompt``/``completion`` pairs (TRL SFTTrainer,
     completion-only loss) until greedy accuracy on ``check_set`` reaches the target or the budget ends.
 
-    The accuracy check uses the first ``sft_warmup_eval_limit`` rows of ``check_set`` (``bnpo_trl.train``
-    passes ``load_warmup_check_set``'s rows). Returns what happened: steps, seconds, accuracy, whether the
+    The accuracy check measures all of ``check_set``: ``bnpo_trl.train.load_warmup_check_set`` chooses those
+    rows (at most ``sft_warmup_eval_limit``). Returns what happened: steps, seconds, accuracy, whether the
     target was reached, and the accuracy history.
     """
     from trl import SFTConfig, SFTTrainer
@@ -80,10 +80,9 @@ def sft_warmup(model, tokenizer, train, check_set, reward, script_args, training
         raise ValueError(
             "sft_warmup needs a `completion` column (the gold answer as an assistant message) in the training set."
         )
-    dev = check_set.select(range(min(len(check_set), script_args.sft_warmup_eval_limit)))
     stopper = _StopOnAccuracy(
         tokenizer,
-        dev,
+        check_set,
         reward,
         script_args.sft_warmup_target_accuracy,
         script_args.sft_warmup_max_seconds,
