@@ -395,7 +395,7 @@ DATASETS: dict[str, DatasetSpec] = {
             (),
             None,
             has_difficulty=True,
-            description="Synthetic 'What is a + b?' (10-99), generated offline; splits train/dev/test (quickstart)",
+            description="Synthetic 'What is a + b?' (a, b in 50-99), generated offline; splits train/dev/test (quickstart)",
         ),
     ]
 }

@@ -30,17 +30,24 @@ def arithmetic_dataset(
     split: str = "train",
     size: int = 2000,
     seed: int = 0,
-    low: int = 10,
+    low: int = 50,
     high: int = 99,
     system_prompt: str | None = None,
 ) -> Dataset:
     """``size`` problems "What is a + b?" with a, b in [low, high] and gold ``a + b``.
 
+    The default range 50-99 makes every sum three digits long, so each answer digit sits at the same
+    place in every completion. With 10-99 (two- and three-digit sums) the quickstart's warm-up learned the
+    units digit at a seed-dependent step: its accuracy jumped after 250-400 steps on seeds 0 and 2 but
+    crept up for 600-700 steps on seed 1, and RL then gained 1.5 points; with 50-99 it jumped after
+    275-375 steps on each of seeds 0-3.
+
     Every (a, b) pair belongs to exactly one split (a fixed hash: 10% test, 10% dev, 80% train), so
     held-out accuracy is measured on pairs never trained on. Train samples its pool with replacement;
-    dev/test without (then with, if ``size`` exceeds the pool). Columns follow the data contract:
-    ``prompt`` (chat messages), ``answer``, ``data_source`` (``"arithmetic"``), ``difficulty`` (1.0 when
-    the units digits carry, else 0.0), and ``completion`` (``\\boxed{a+b}``, for the supervised warm-up).
+    dev/test without, up to the whole pool (then with replacement for the rows beyond it). Columns follow
+    the data contract: ``prompt`` (chat messages), ``answer``, ``data_source`` (``"arithmetic"``),
+    ``difficulty`` (1.0 when the units digits carry, else 0.0), and ``completion`` (``\\boxed{a+b}``, for
+    the supervised warm-up).
     """
     if split not in ("train", "dev", "test"):
         raise ValueError(f"split must be 'train', 'dev' or 'test', got {split!r}.")
@@ -50,10 +57,11 @@ def arithmetic_dataset(
     if not pool:
         raise ValueError(f"No {split!r} pairs in [{low}, {high}]: widen the range.")
     rng = random.Random(f"arithmetic-{split}-{seed}")
-    if split != "train" and size <= len(pool):
-        pairs = rng.sample(pool, size)
-    else:
+    if split == "train":
         pairs = [rng.choice(pool) for _ in range(size)]
+    else:
+        pairs = rng.sample(pool, min(size, len(pool)))
+        pairs += [rng.choice(pool) for _ in range(size - len(pairs))]
     rows = []
     for a, b in pairs:
         messages = [{"role": "user", "content": f"What is {a} + {b}?"}]

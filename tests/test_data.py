@@ -15,7 +15,7 @@ import pytest
 import yaml
 from datasets import Dataset
 
-from bnpo_trl import data
+from bnpo_trl import data, tasks
 from bnpo_trl.data import (
     DATASETS,
     DEFAULT_SYSTEM_PROMPT,
@@ -447,13 +447,23 @@ def test_module_logger_name() -> None:
 
 def test_arithmetic_splits_are_disjoint_and_correct() -> None:
     train = load_dataset_by_name("arithmetic", split="train", limit=3000, system_prompt=None)
-    test = load_dataset_by_name("arithmetic", split="test", limit=300, system_prompt=None)
+    test = load_dataset_by_name("arithmetic", split="test", limit=200, system_prompt=None)
     pairs = {
         split: {r["prompt"][-1]["content"] for r in ds} for split, ds in (("train", train), ("test", test))
     }
     assert not pairs["train"] & pairs["test"]
-    assert len(pairs["test"]) == 300  # held-out problems are drawn without repetition
+    assert len(pairs["test"]) == 200  # held-out problems are drawn without repetition
     for row in test:
         a, b = (int(x) for x in row["prompt"][-1]["content"][len("What is ") : -1].split(" + "))
+        assert 50 <= a <= 99 and 50 <= b <= 99 and len(row["answer"]) == 3  # every sum has three digits
         assert row["answer"] == str(a + b) and row["completion"][0]["content"] == f"\\boxed{{{a + b}}}"
         assert row["difficulty"] == float(a % 10 + b % 10 >= 10)
+
+
+@pytest.mark.parametrize("split", ["dev", "test"])
+def test_arithmetic_heldout_split_repeats_only_past_its_pool(split: str) -> None:
+    pool = {(a, b) for a in range(50, 100) for b in range(50, 100) if tasks._split_of(a, b) == split}
+    rows = tasks.arithmetic_dataset(split, size=len(pool) + 10)
+    questions = [row["prompt"][-1]["content"] for row in rows]
+    assert set(questions) == {f"What is {a} + {b}?" for a, b in pool}  # the whole pool, then repeats
+    assert len(questions) == len(pool) + 10
