@@ -148,6 +148,15 @@ class ScriptArguments:
             "many seconds, or at max_steps, whichever comes first; the summary records which. Null: no limit."
         },
     )
+    time_budget_decay_seconds: float = field(
+        default=0.0,
+        metadata={
+            "help": "Decay the learning rate over the last this-many seconds of time_budget_seconds (a cosine "
+            "from 1 to 0 multiplying lr_scheduler's rate), so a run stopped by its budget ends with a "
+            "decayed learning rate however many steps the machine managed (longer than the budget: the "
+            "whole budget). 0: no decay."
+        },
+    )
     reward_requires_eos: bool = field(
         default=False,
         metadata={
@@ -164,6 +173,14 @@ class ScriptArguments:
             self.system_prompt = None
         if self.curriculum not in ("none", "difficulty"):
             raise ValueError(f"curriculum must be 'none' or 'difficulty', got {self.curriculum!r}.")
+        if self.time_budget_decay_seconds and not self.time_budget_seconds:
+            raise ValueError(
+                "time_budget_decay_seconds needs time_budget_seconds: set a budget, or the decay to 0."
+            )
+        if self.time_budget_decay_seconds < 0:
+            raise ValueError(
+                f"time_budget_decay_seconds must be >= 0 (0: no decay), got {self.time_budget_decay_seconds}."
+            )
 
 
 def _parse_list(value: Any, name: str) -> list:
@@ -389,7 +406,9 @@ def run(script_args: ScriptArguments, training_args: Any, model_args: Any) -> di
         callbacks.append(heldout_cb)
     budget_cb = None
     if script_args.time_budget_seconds:
-        budget_cb = TimeBudgetCallback(started, script_args.time_budget_seconds)
+        budget_cb = TimeBudgetCallback(
+            started, script_args.time_budget_seconds, script_args.time_budget_decay_seconds
+        )
         callbacks.append(budget_cb)
     train_columns = [c for c in train.column_names if c != "completion"]
     trainer = NormalizedGRPOTrainer(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 import time
@@ -161,21 +162,52 @@ class HeldoutAccuracyCallback(TrainerCallback):
 
 
 class TimeBudgetCallback(TrainerCallback):
-    """Stop training once ``budget_seconds`` have passed since ``started`` (a ``time.perf_counter()`` value).
+    """Stop training once ``budget_seconds`` have passed since ``started`` (a ``time.perf_counter()`` value),
+    optionally decaying the learning rate over the budget's last ``decay_seconds``.
+
+    The decay is a warmup-stable-decay schedule measured in seconds instead of steps (defined by this
+    project): with ``t`` the elapsed time and ``D = decay_seconds``, every step's learning rate (what the
+    configured ``lr_scheduler`` set) is multiplied by
+
+        scale(t) = 1                                              for t <= budget - D
+        scale(t) = (1 + cos(pi * (t - budget + D) / D)) / 2        for budget - D < t < budget
+
+    so a run stopped by its time budget ends with a learning rate near zero whatever the number of steps
+    the machine managed. A decay longer than the budget covers the whole budget. The scale multiplies the scheduler's value each step (a ``LambdaLR`` recomputes
+    from its base rates, so scales do not compound), and the scheduler's last rate is updated so the
+    logged ``learning_rate`` is the one used.
 
     Rank 0's clock decides and every rank follows (a broadcast each step), so all ranks stop at the same
-    step; ``stopped_at_step`` records where it stopped (None: the budget was not reached).
+    step with the same learning rate; ``stopped_at_step`` records where it stopped (None: the budget was not
+    reached) and ``lr_scale`` the last scale.
     """
 
-    def __init__(self, started: float, budget_seconds: float) -> None:
+    def __init__(self, started: float, budget_seconds: float, decay_seconds: float = 0.0) -> None:
+        if decay_seconds < 0:
+            raise ValueError(f"time_budget_decay_seconds must be >= 0 (0: no decay), got {decay_seconds}.")
         self.started, self.budget_seconds = started, budget_seconds
+        self.decay_seconds = min(decay_seconds, budget_seconds)  # longer than the budget: the whole budget
         self.stopped_at_step: int | None = None
+        self.lr_scale = 1.0
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def scale(self, elapsed: float) -> float:
+        """The learning-rate factor after ``elapsed`` seconds (1.0 without decay)."""
+        if not self.decay_seconds:
+            return 1.0
+        progress = (elapsed - (self.budget_seconds - self.decay_seconds)) / self.decay_seconds
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+
+    def on_step_end(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
         from accelerate.utils import broadcast_object_list
 
-        out_of_time = [time.perf_counter() - self.started >= self.budget_seconds]
-        if broadcast_object_list(out_of_time, from_process=0)[0] and state.global_step < state.max_steps:
+        elapsed = broadcast_object_list([time.perf_counter() - self.started], from_process=0)[0]
+        if elapsed >= self.budget_seconds and state.global_step < state.max_steps:
             control.should_training_stop = True
             self.stopped_at_step = state.global_step
+        self.lr_scale = self.scale(elapsed)
+        if self.decay_seconds and optimizer is not None:
+            for group in optimizer.param_groups:  # the lr_scheduler has already set this step's rates
+                group["lr"] *= self.lr_scale
+            if lr_scheduler is not None and hasattr(lr_scheduler, "_last_lr"):
+                lr_scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what gets logged
         return control

@@ -68,6 +68,7 @@ CONTROLLED = {
     "output_dir",
     "disable_tqdm",
     "time_budget_seconds",
+    "time_budget_decay_seconds",
 }
 # --quick: a seconds-long version of the recipe (tiny data and eval sets, 2-s warm-up budget).
 QUICK_OVERRIDES = [
@@ -145,6 +146,7 @@ def rl_run(
     ]  # fmt: skip
     script_args, training_args, model_args = parse_recipe(config, argv)
     script_args.time_budget_seconds = None  # same number of steps for every run, however long they take
+    script_args.time_budget_decay_seconds = 0.0  # and the same learning-rate schedule
     if args.threads:
         script_args.torch_threads = args.threads
     run_dir.mkdir(parents=True, exist_ok=True)

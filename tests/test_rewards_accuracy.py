@@ -175,18 +175,76 @@ def test_verdict_and_gold_caches() -> None:
     pool = VerifierPool(workers=1, timeout=TIMEOUT)
     try:
         verifier = MathVerifier(pool)
-        golds = ["1", "1", "1", "2", "2", "2"]
-        texts = [r"\boxed{1}", r"\boxed{1}", r"\boxed{3}", r"\boxed{2}", r"\boxed{2}", r"\boxed{2.0}"]
+        golds = ["1.5", "1.5", "1.5", "2.5", "2.5", "2.5"]
+        texts = [
+            r"\boxed{1.5}",
+            r"\boxed{1.5}",
+            r"\boxed{3}",
+            r"\boxed{2.5}",
+            r"\boxed{2.5}",
+            r"\boxed{\frac52}",
+        ]
         first = verifier.judge(golds, texts)
         assert first == ["correct", "correct", "wrong", "correct", "correct", "correct"]
         # 2 gold checks + 4 distinct (gold, answer) pairs; the repeats within the batch are not sent
         assert pool.stats.requests == 6
         assert verifier.judge(golds, texts) == first
         assert pool.stats.requests == 6  # a later epoch: everything from the cache
-        assert verifier.judge(["1"], [r"\boxed{4}"]) == ["wrong"]
+        assert verifier.judge(["1.5"], [r"\boxed{4}"]) == ["wrong"]
         assert pool.stats.requests == 7  # the gold is known, only the new pair is verified
     finally:
         pool.close()
+
+
+INTEGER_PAIRS = [  # (gold, box content): plain integers, and look-alikes that must go to math-verify
+    ("143", "143"), ("143", "134"), ("0", "0"), ("-7", "-7"), ("-7", "7"), ("100", "1000"),
+    ("123456789012345", "123456789012345"), ("123456789012345", "123456789012346"),
+    ("7", "07"), ("7", "7.0"), ("0", "-0"), ("7", "+7"), ("-0", "0"), ("1234567890123456", "1234567890123456"),
+    ("1234567890123456", "1234567890123457"), ("5", "5 "), ("1/2", "1/2"),
+]  # fmt: skip
+
+
+def test_integer_fast_path_agrees_with_math_verify() -> None:
+    pool = VerifierPool(workers=1, timeout=TIMEOUT)
+    try:
+        verifier = MathVerifier(pool)
+        texts = [rf"\boxed{{{answer}}}" for _, answer in INTEGER_PAIRS]
+        statuses = verifier.judge([gold for gold, _ in INTEGER_PAIRS], texts)
+        fast = sum(
+            1 for gold, answer in INTEGER_PAIRS if _plain(gold) and _plain(answer.strip())
+        )  # the box is stripped
+        assert verifier.integer_verdicts == fast == 9  # the first eight pairs and ("5", "5 ")
+        # the reference: every pair through the workers (math-verify), gold parsed the way the verifier does
+        replies = pool.run(
+            [
+                {"op": "item", "gold": gold, "pred": text}
+                for (gold, _), text in zip(INTEGER_PAIRS, texts, strict=True)
+            ]
+        )
+        assert statuses == [reply["status"] for reply in replies]
+        assert statuses[:8] == [
+            "correct",
+            "wrong",
+            "correct",
+            "correct",
+            "wrong",
+            "wrong",
+            "correct",
+            "wrong",
+        ]
+    finally:
+        pool.close()
+
+
+def _plain(text: str) -> bool:
+    """A slow reference for the fast path's rule: an optional minus sign, then digits with no leading zero
+    (``0`` alone is fine, ``-0`` is not), at most 15 of them."""
+    digits = text[1:] if text.startswith("-") else text
+    if not digits or not all(c in "0123456789" for c in digits) or len(digits) > 15:
+        return False
+    if digits == "0":
+        return text == "0"
+    return digits[0] != "0"
 
 
 def _garbage(n: int, seed: int) -> str:
@@ -209,7 +267,7 @@ def test_pathological_completion_returns_within_timeout_and_pool_keeps_working(n
     pool = VerifierPool(workers=1, timeout=timeout)
     try:
         verifier = MathVerifier(pool)
-        assert verifier.judge(["1"], [r"\boxed{1}"]) == ["correct"]  # workers started and warm
+        assert verifier.judge(["1.5"], [r"\boxed{1.5}"]) == ["correct"]  # workers started and warm
         metrics: dict[str, float] = {}
         start = time.monotonic()
         statuses = verifier.judge(["5"], [text])
@@ -218,7 +276,7 @@ def test_pathological_completion_returns_within_timeout_and_pool_keeps_working(n
         assert statuses[0] in ("timeout", "no_answer"), statuses
         log_counts(metrics.__setitem__, "accuracy", statuses)
         assert metrics["rewards/accuracy/timeouts"] + metrics["rewards/accuracy/no_answer"] == 1
-        assert verifier.judge(["5", "6"], [r"\boxed{5}", r"\boxed{7}"]) == ["correct", "wrong"]
+        assert verifier.judge(["5.5", "6.5"], [r"\boxed{5.5}", r"\boxed{7}"]) == ["correct", "wrong"]
     finally:
         pool.close()
 

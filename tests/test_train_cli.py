@@ -105,6 +105,23 @@ def test_bad_recipe_values_fail_clearly(override, match, tmp_path):
         main(["--config", str(QUICKSTART), "--output_dir", str(tmp_path), *FAST, *override])
 
 
+def test_negative_time_budget_decay_fails_clearly(tmp_path):
+    with pytest.raises(ValueError, match="time_budget_decay_seconds must be >= 0"):
+        parse_args(
+            ["--config", str(QUICKSTART), "--output_dir", str(tmp_path), "--time_budget_decay_seconds", "-1"]
+        )
+
+
+def test_time_budget_decay_without_a_budget_fails_clearly(tmp_path):
+    recipe = tmp_path / "no_budget.yaml"
+    lines = QUICKSTART.read_text().splitlines()
+    recipe.write_text("\n".join(line for line in lines if not line.startswith("time_budget")))
+    with pytest.raises(ValueError, match="needs time_budget_seconds"):
+        parse_args(
+            ["--config", str(recipe), "--output_dir", str(tmp_path), "--time_budget_decay_seconds", "30"]
+        )
+
+
 @pytest.mark.parametrize("split", ["", "dev"])
 def test_warmup_check_set_is_a_separate_split_when_asked(split, tmp_path):
     argv = ["--config", str(QUICKSTART), "--output_dir", str(tmp_path), "--sft_warmup_eval_limit", "50"]
@@ -141,6 +158,29 @@ def test_time_budget_stops_rl_early_and_says_so(tmp_path, capsys):
     summary = main(["--config", str(QUICKSTART), "--output_dir", str(tmp_path), *FAST, *budget])
     assert summary["steps"] == 1 and summary["stopped_by_time_budget"] is True
     assert "time budget reached" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_time_budget_decay_lowers_the_logged_learning_rate(tmp_path):
+    # a 1000 s budget decayed over all of it: steps some seconds in run at a rate a little below the
+    # scheduler's constant one; this checks that the Trainer hands the callback its optimizer and scheduler
+    steps = [
+        "--max_steps",
+        "3",
+        "--warmup_steps",
+        "0",
+        "--learning_rate",
+        "1e-4",
+        "--lr_scheduler_type",
+        "constant",
+    ]
+    budget = ["--time_budget_seconds", "1000", "--time_budget_decay_seconds", "1000"]
+    summary = main(["--config", str(QUICKSTART), "--output_dir", str(tmp_path), *FAST, *steps, *budget])
+    rates = [entry["learning_rate"] for entry in summary["log_history"] if "learning_rate" in entry]
+    # each entry is the rate its update used: step 1's came before any scale, steps 2 and 3 are scaled
+    assert len(rates) == 3 and rates[0] == pytest.approx(1e-4), rates
+    assert all(0.5e-4 < rate < 1e-4 * (1 - 1e-7) for rate in rates[1:]), rates
+    assert rates == sorted(rates, reverse=True) and summary["stopped_by_time_budget"] is False
 
 
 @pytest.mark.slow

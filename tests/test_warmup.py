@@ -1,7 +1,9 @@
-"""The warm-up's stopping rule and plateau schedule, driven by a scripted accuracy sequence."""
+"""The warm-up's stopping rule and plateau schedule, driven by a scripted accuracy sequence; the RL time
+budget and its learning-rate decay, driven by a scripted clock."""
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -68,3 +70,64 @@ def test_time_budget_stops_training_once_the_budget_is_spent(monkeypatch, elapse
     assert control.should_training_stop is stops
     # at max_steps the run ends anyway: that is not a stop by the budget
     assert callback.stopped_at_step == (step if stops else None)
+
+
+def test_time_budget_decay_scales_the_scheduler_rate_by_a_cosine_in_seconds(monkeypatch):
+    budget, decay, base_lr = 100.0, 40.0, 1e-3
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=base_lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))  # any LambdaLR
+    callback = warmup.TimeBudgetCallback(started=1000.0, budget_seconds=budget, decay_seconds=decay)
+    # the same scale worked out by hand: 1 before the decay window, cos^2(pi/2 * fraction of it) inside it
+    expected_scale = {
+        10.0: 1.0,
+        60.0: 1.0,
+        70.0: math.cos(math.pi / 8) ** 2,
+        80.0: 0.5,
+        90.0: 0.5 - 0.5**0.5 / 2,
+    }
+    for step, elapsed in enumerate([10.0, 60.0, 70.0, 70.0, 80.0, 90.0], start=1):
+        monkeypatch.setattr(warmup.time, "perf_counter", lambda elapsed=elapsed: 1000.0 + elapsed)
+        optimizer.step()
+        scheduler.step()  # the Trainer's order: optimizer, scheduler, then the callbacks' on_step_end
+        state = SimpleNamespace(global_step=step, max_steps=1000)
+        control = callback.on_step_end(
+            None, state, TrainerControl(), optimizer=optimizer, lr_scheduler=scheduler
+        )
+        want = (
+            base_lr / (1 + step) * expected_scale[elapsed]
+        )  # no compounding: the scheduler recomputes its rate
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(want, rel=1e-12)
+        assert scheduler.get_last_lr() == [pytest.approx(want, rel=1e-12)]  # what the Trainer logs
+        assert (
+            callback.lr_scale == pytest.approx(expected_scale[elapsed]) and not control.should_training_stop
+        )
+    monkeypatch.setattr(warmup.time, "perf_counter", lambda: 1000.0 + budget)
+    control = callback.on_step_end(None, SimpleNamespace(global_step=7, max_steps=1000), TrainerControl(),
+                                   optimizer=optimizer, lr_scheduler=scheduler)  # fmt: skip
+    assert (
+        control.should_training_stop and callback.lr_scale == 0.0 and optimizer.param_groups[0]["lr"] == 0.0
+    )
+
+
+def test_time_budget_without_decay_leaves_the_rate_alone(monkeypatch):
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1e-3)
+    monkeypatch.setattr(warmup.time, "perf_counter", lambda: 1000.0 + 29.0)
+    callback = warmup.TimeBudgetCallback(started=1000.0, budget_seconds=30.0)
+    callback.on_step_end(
+        None, SimpleNamespace(global_step=1, max_steps=10), TrainerControl(), optimizer=optimizer
+    )
+    assert optimizer.param_groups[0]["lr"] == 1e-3 and callback.lr_scale == 1.0
+
+
+def test_time_budget_decay_longer_than_the_budget_covers_the_whole_budget():
+    callback = warmup.TimeBudgetCallback(started=0.0, budget_seconds=30.0, decay_seconds=60.0)
+    assert callback.decay_seconds == 30.0
+    assert (
+        callback.scale(0.0) == 1.0
+        and callback.scale(15.0) == pytest.approx(0.5)
+        and callback.scale(30.0) == 0.0
+    )
+    with pytest.raises(ValueError, match="must be >= 0"):
+        warmup.TimeBudgetCallback(started=0.0, budget_seconds=30.0, decay_seconds=-1.0)

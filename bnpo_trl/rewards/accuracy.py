@@ -12,6 +12,10 @@ How one row is scored:
    budget and a hard wall-clock timeout enforced by this process (:mod:`bnpo_trl.rewards.pool`).
 4. Verdicts are cached by ``(gold, extracted answer)``: GRPO groups repeat answers, epochs repeat golds.
 
+Fast path: when the gold and the box's content are both plain integers of at most 15 digits (``0``,
+``-12``, ``143``: no sign on zero, no leading zeros), the verdict is their equality, decided here without
+a worker; it is what math-verify answers for such a pair (a test checks it against the workers).
+
 Scores: 1.0 correct; 0.0 wrong, no answer, or timeout; ``None`` when the gold cannot be parsed (TRL then
 ignores the row for this reward). The fallbacks are counted per batch with TRL's ``log_metric`` as
 ``rewards/<name>/timeouts``, ``rewards/<name>/unparsed_gold`` and ``rewards/<name>/no_answer``.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -45,6 +50,18 @@ STATUS_SCORES: dict[str, float | None] = {
 #: Verdict -> metric name suffix, logged every batch (zeros included, so every rank logs the same keys).
 COUNTED = {"timeout": "timeouts", "unparsed_gold": "unparsed_gold", "no_answer": "no_answer"}
 _LONG_KEY = 512  # longer predictions are cached under a digest
+_PLAIN_INTEGER = re.compile(r"0|-?[1-9][0-9]{0,14}")  # at most 15 digits: exact even as a float
+
+
+def _integer_verdict(gold: str, pred: str) -> str | None:
+    """``correct``/``wrong`` when ``gold`` and the content of ``pred`` (``\\boxed{...}``) are plain integers,
+    else ``None`` (the pair goes to math-verify)."""
+    if not (pred.startswith("\\boxed{") and pred.endswith("}") and _PLAIN_INTEGER.fullmatch(gold)):
+        return None
+    answer = pred[len("\\boxed{") : -1]
+    if not _PLAIN_INTEGER.fullmatch(answer):
+        return None
+    return "correct" if answer == gold else "wrong"
 
 
 def prediction_text(text: str) -> str | None:
@@ -104,6 +121,7 @@ class MathVerifier:
         self._lock = threading.Lock()
         self.cache_hits = 0
         self.cache_misses = 0
+        self.integer_verdicts = 0  # pairs decided by the plain-integer fast path
 
     def judge(self, golds: Sequence[Any], texts: Sequence[str]) -> list[str]:
         """One verdict per row: ``correct``, ``wrong``, ``no_answer``, ``timeout`` or ``unparsed_gold``."""
@@ -121,6 +139,9 @@ class MathVerifier:
                     statuses[i] = "unparsed_gold"
                 elif pred is None:
                     statuses[i] = "no_answer"
+                elif (verdict := _integer_verdict(gold, pred)) is not None:
+                    statuses[i] = verdict
+                    self.integer_verdicts += 1
                 else:
                     key = (gold, pred if len(pred) <= _LONG_KEY else hashlib.blake2b(pred.encode()).digest())
                     cached = self._verdicts.lookup(key)
@@ -143,7 +164,9 @@ class MathVerifier:
         return statuses  # type: ignore[return-value]
 
     def _check_golds(self, golds: set[str]) -> dict[str, bool]:
-        known = {gold: self._gold_ok.lookup(gold) for gold in golds}
+        known = {
+            gold: True if _PLAIN_INTEGER.fullmatch(gold) else self._gold_ok.lookup(gold) for gold in golds
+        }
         new = sorted(gold for gold, ok in known.items() if ok is None)
         replies = self.pool.run([{"op": "gold", "gold": gold} for gold in new], keys=new)
         for gold, reply in zip(new, replies, strict=True):
