@@ -20,7 +20,8 @@ class _StopOnAccuracy(TrainerCallback):
     """Every ``eval_steps`` steps: measure greedy accuracy; stop at the target or when time runs out.
 
     On a plateau (``PATIENCE`` checks without a gain of ``MIN_GAIN`` over the best accuracy so far) the
-    learning rate is halved, at most ``MAX_LR_CUTS`` times.
+    learning rate is halved, at most ``MAX_LR_CUTS`` times. Under several ranks, rank 0's clock and
+    accuracy decide (broadcast each step), so every rank stops at the same step.
     """
 
     PATIENCE, MAX_LR_CUTS, MIN_GAIN = 4, 3, 0.01
@@ -36,11 +37,15 @@ class _StopOnAccuracy(TrainerCallback):
         self.best, self.stale_checks, self.lr_cuts = 0.0, 0, 0
 
     def on_step_end(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
+        from accelerate.utils import broadcast_object_list
+
+        # Rank 0's clock and measurement decide for every rank: a rank that stopped one step before the
+        # others would leave them waiting in DDP's gradient all-reduce forever.
         out_of_time = time.perf_counter() - self.started >= self.max_seconds
+        out_of_time = broadcast_object_list([out_of_time], from_process=0)[0]
         if state.global_step % self.eval_steps == 0 or out_of_time:
-            self.accuracy = heldout_accuracy(
-                model, self.tokenizer, self.dev, self.reward, self.max_new_tokens
-            )
+            accuracy = heldout_accuracy(model, self.tokenizer, self.dev, self.reward, self.max_new_tokens)
+            self.accuracy = broadcast_object_list([accuracy], from_process=0)[0]
             self.history.append((state.global_step, self.accuracy))
             logger.info("warm-up step %d: held-out accuracy %.1f%%", state.global_step, 100 * self.accuracy)
             if self.accuracy >= self.target or out_of_time:

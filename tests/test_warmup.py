@@ -131,3 +131,20 @@ def test_time_budget_decay_longer_than_the_budget_covers_the_whole_budget():
     )
     with pytest.raises(ValueError, match="must be >= 0"):
         warmup.TimeBudgetCallback(started=0.0, budget_seconds=30.0, decay_seconds=-1.0)
+
+
+def test_warmup_stop_follows_rank_0(monkeypatch):
+    # this rank's own clock is out of time and its own accuracy passes the target, but rank 0 (the
+    # broadcast, simulated) says neither: the rank must keep training with the others
+    import accelerate.utils
+
+    monkeypatch.setattr(warmup, "heldout_accuracy", lambda *args, **kwargs: 0.3)
+    rank0 = {bool: False, float: 0.05}
+    monkeypatch.setattr(
+        accelerate.utils, "broadcast_object_list", lambda objs, from_process=0: [rank0[type(objs[0])]]
+    )
+    stopper = warmup._StopOnAccuracy(None, None, None, 0.2, max_seconds=0.0, eval_steps=10, max_new_tokens=8)
+    for step in (5, 10):
+        control = stopper.on_step_end(None, SimpleNamespace(global_step=step), TrainerControl())
+        assert not control.should_training_stop
+    assert stopper.history == [(10, 0.05)] and stopper.accuracy == 0.05
