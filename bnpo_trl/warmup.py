@@ -178,9 +178,9 @@ class TimeBudgetCallback(TrainerCallback):
         scale(t) = (1 + cos(pi * (t - budget + D) / D)) / 2        for budget - D < t < budget
 
     so a run stopped by its time budget ends with a learning rate near zero whatever the number of steps
-    the machine managed. A decay longer than the budget covers the whole budget. The scale multiplies the scheduler's value each step (a ``LambdaLR`` recomputes
-    from its base rates, so scales do not compound), and the scheduler's last rate is updated so the
-    logged ``learning_rate`` is the one used.
+    the machine managed. A decay longer than the budget covers the whole budget. The scale multiplies the
+    scheduler's value each step (a ``LambdaLR`` recomputes from its base rates, so scales do not compound),
+    and the scheduler's last rate is updated so the logged ``learning_rate`` is the one used.
 
     Rank 0's clock decides and every rank follows (a broadcast each step), so all ranks stop at the same
     step with the same learning rate; ``stopped_at_step`` records where it stopped (None: the budget was not
