@@ -16,13 +16,36 @@ from datetime import date
 from pathlib import Path
 
 
+def cpu_model(cpuinfo: str | None = None) -> str:
+    r"""The CPU's model name and widest vector extension, from ``cpuinfo`` (default: ``/proc/cpuinfo``;
+    ``platform.processor()`` where there is none).
+
+    >>> cpu_model("model name\t: Some CPU\nflags\t\t: fpu sse2 avx avx2 avx512f\n")
+    'Some CPU (avx512f)'
+
+    Recorded because training trajectories here depend on the machine: the same seed, code and recipe
+    gave a different warm-up and RL outcome on another machine (floating-point sums differ between kernels).
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return platform.processor() or "unknown CPU"
+    name = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.M)
+    flag_set = set(flags.group(1).split()) if flags else set()
+    vector = next((f for f in ("avx512f", "avx2", "avx") if f in flag_set), "no avx")
+    return f"{name.group(1).strip() if name else 'unknown CPU'} ({vector})"
+
+
 def machine_line() -> str:
     import torch  # here, not at the top: readers of the blocks (readme_headlines.py) need no torch
+    import transformers
 
     cores = len(__import__("os").sched_getaffinity(0))
     return (
-        f"{platform.machine()}, {cores} cores, Python {platform.python_version()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} torch threads"
+        f"{platform.machine()}, {cpu_model()}, {cores} cores, Python {platform.python_version()}, "
+        f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} torch threads"
     )
 
 
