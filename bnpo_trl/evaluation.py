@@ -48,7 +48,12 @@ from typing import Any
 
 import numpy as np
 
+from bnpo_trl import models as _models
+from bnpo_trl.answers import last_boxed
+from bnpo_trl.arguments import parse_list
 from bnpo_trl.data import DEFAULT_SYSTEM_PROMPT
+from bnpo_trl.models import end_of_turn_token_ids, resolve_model_path
+from bnpo_trl.models import load_tokenizer as load_tokenizer_for
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +105,6 @@ VLLM_INSTALL_HINT = (
 BenchmarkEvalCallback: type
 
 _LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
-_TOKENIZER_FAST_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -389,104 +393,9 @@ def load_benchmarks(
 # ----------------------------------------------------------------------------------- models, tokenizers
 
 
-def end_of_turn_token_ids(tokenizer: Any) -> list[int]:
-    """The special token the chat template puts right after an assistant message (``<|im_end|>`` for
-    ChatML/Qwen, ``<|eot_id|>`` for Llama 3); empty when there is none. Generation stops there too:
-    a base model such as Qwen2.5-Math-7B has ``<|endoftext|>`` as EOS but ends chat turns with
-    ``<|im_end|>``."""
-    marker = "bnpo-end-of-turn-probe"
-    messages = [{"role": "user", "content": "1"}, {"role": "assistant", "content": marker}]
-    try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False)
-    except Exception:  # no template, or one that rejects this conversation
-        return []
-    if not isinstance(text, str) or marker not in text:
-        return []
-    tail = text[text.rindex(marker) + len(marker) :]
-    ids = tokenizer(tail, add_special_tokens=False)["input_ids"] if tail else []
-    if not ids:
-        return []
-    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
-    first = int(ids[0])
-    special = first in set(getattr(tokenizer, "all_special_ids", []) or []) or getattr(
-        added.get(first), "special", False
-    )
-    return [first] if special else []
-
-
-def _resolve_model_path(spec: str) -> str:
-    """``tiny:<k=v,...>`` -> the folder of the offline tiny model; anything else unchanged."""
-    from bnpo_trl.train import TINY_PREFIX
-
-    if spec.startswith(TINY_PREFIX):
-        from bnpo_trl.testing import tiny_model_path
-
-        sizes = {k: int(v) for k, v in (kv.split("=") for kv in spec[len(TINY_PREFIX) :].split(",") if kv)}
-        return tiny_model_path(**sizes)
-    return spec
-
-
-def load_tokenizer_for(spec: str, revision: str | None = None, trust_remote_code: bool = False) -> Any:
-    """The tokenizer of a model (Hub id, folder or ``tiny:...``).
-
-    A folder whose ``tokenizer_config.json`` names a plain fast tokenizer (``TokenizersBackend`` or
-    ``PreTrainedTokenizerFast``, e.g. the tiny model and checkpoints trained from it) is loaded as exactly
-    that ``tokenizer.json`` (transformers' ``AutoTokenizer`` would swap in the model type's pre-tokenizer);
-    anything else goes through ``AutoTokenizer``.
-    """
-    from transformers import AutoTokenizer
-
-    path = _resolve_model_path(spec)
-    config_file = Path(path) / "tokenizer_config.json"
-    if config_file.is_file() and (Path(path) / "tokenizer.json").is_file():
-        config = json.loads(config_file.read_text())
-        if config.get("tokenizer_class") in _TOKENIZER_FAST_CLASSES:
-            from bnpo_trl.testing import load_tokenizer
-
-            return load_tokenizer(path)
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if revision is not None:
-        kwargs["revision"] = revision
-    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_model(
-    spec: str,
-    dtype: str | None = "auto",
-    device: str | None = None,
-    revision: str | None = None,
-    trust_remote_code: bool = False,
-    attn_implementation: str | None = None,
-) -> Any:
-    """A causal LM for the transformers backend: a Hub id, a folder (a PEFT adapter folder is merged into
-    its base model), or ``tiny:<k=v,...>``; moved to ``device`` (default: CUDA if available, else CPU)."""
-    from transformers import AutoModelForCausalLM
-
-    path = _resolve_model_path(spec)
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    for key, value in (
-        ("dtype", dtype),
-        ("revision", revision),
-        ("attn_implementation", attn_implementation),
-    ):
-        if value is not None:
-            kwargs[key] = value
-    if (Path(path) / "adapter_config.json").is_file():
-        from peft import AutoPeftModelForCausalLM
-
-        model = AutoPeftModelForCausalLM.from_pretrained(path, **kwargs).merge_and_unload()
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    return model.to(device or _default_device())
+def load_model(spec: str, device: str | None = None, **kwargs: Any) -> Any:
+    """:func:`bnpo_trl.models.load_model`, moved to ``device`` (default: CUDA if available, else CPU)."""
+    return _models.load_model(spec, device=device or "auto", **kwargs)
 
 
 # ------------------------------------------------------------------------------------------- generation
@@ -709,10 +618,10 @@ class VLLMBackend:
         if not isinstance(model, str):
             raise TypeError("The vllm backend takes the model as a Hub id or a folder path (a string).")
         self.version = require_vllm()
-        self.model = _resolve_model_path(model)
+        self.model = resolve_model_path(model)
         self.llm_kwargs = vllm_llm_kwargs(
             self.model,
-            tokenizer=_resolve_model_path(tokenizer_path) if tokenizer_path else None,
+            tokenizer=resolve_model_path(tokenizer_path) if tokenizer_path else None,
             tensor_parallel_size=tensor_parallel_size,
             dtype=dtype,
             gpu_memory_utilization=gpu_memory_utilization,
@@ -876,8 +785,6 @@ def _score(reward_func: Callable[..., Any], prompts: list, golds: list[str], tex
     if len(verdict_keys) == 1 and len(captured[verdict_keys[0]]) == len(texts):
         verdicts = [str(v) for v in captured[verdict_keys[0]]]
     else:  # a reward without verdicts: derive them from the scores and the boxed answer
-        from bnpo_trl.rewards.text import last_boxed
-
         verdicts = [
             "unscored"
             if s is None
@@ -896,8 +803,6 @@ def _rows(flat: list, n: int) -> list[list]:
 
 
 def _extraction(text: str, verdict: str) -> tuple[str | None, str]:
-    from bnpo_trl.rewards.text import last_boxed
-
     boxed = last_boxed(text)
     if boxed is not None and boxed.strip():
         return boxed.strip(), "boxed"
@@ -1147,22 +1052,10 @@ def _system_prompt_of(benchmarks: Mapping[str, Benchmark]) -> str | None:
     return None
 
 
-class _NoBar:
-    def update(self, k: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total, desc=desc, unit="completion", dynamic_ncols=True)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="completion", dynamic_ncols=True, disable=not enabled)
 
 
 # ------------------------------------------------------------------------------------------- reporting
@@ -1361,23 +1254,20 @@ def _read_recipe(path: str) -> dict[str, Any]:
     """The settings of a training recipe that decide how prompts are built and scored."""
     import yaml
 
-    from bnpo_trl.train import ScriptArguments
-
     with open(path, encoding="utf-8") as f:
         recipe = yaml.safe_load(f) or {}
     if not isinstance(recipe, dict):
         raise ValueError(f"{path}: a recipe is a YAML mapping of settings, got {type(recipe).__name__}.")
-    script = ScriptArguments(
-        system_prompt=recipe.get("system_prompt", ScriptArguments.system_prompt),
-        reward_funcs=recipe.get("reward_funcs", ["accuracy"]),
-    )
+    system_prompt = recipe.get("system_prompt", DEFAULT_SYSTEM_PROMPT)
+    if system_prompt in ("", "none", "null", "None"):  # as the training recipe reads it
+        system_prompt = None
     reward: Any = "accuracy"
-    for entry in script.reward_funcs:
+    for entry in parse_list(recipe.get("reward_funcs", ["accuracy"]), "reward_funcs"):
         if isinstance(entry, Mapping) and entry.get("name") == "accuracy":
             reward = {k: v for k, v in entry.items() if k != "gold_column"}  # benchmarks use `answer`
     return {
         "model": recipe.get("model_name_or_path"),
-        "system_prompt": script.system_prompt,
+        "system_prompt": system_prompt,
         "chat_template_kwargs": recipe.get("chat_template_kwargs") or {},
         "max_new_tokens": recipe.get("max_completion_length"),
         "dtype": recipe.get("dtype"),

@@ -1,4 +1,4 @@
-"""Training-curve PNG of a run summary (needs matplotlib: ``pip install bnpo-trl[dev]``)."""
+"""Training-curve PNG of a run summary (matplotlib, a dependency of bnpo-trl)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """A synthetic task for the offline CPU quickstart: two-number addition with ``\\boxed{}`` answers.
 
+Importing this module registers it as the dataset ``arithmetic`` (see :func:`bnpo_trl.data.register_dataset`),
+so recipes and benchmarks load it by name like any other source.
+
 >>> ds = arithmetic_dataset("test", 3, system_prompt=None)
 >>> question = ds[0]["prompt"][0]["content"]
 >>> question.startswith("What is ") and ds[0]["answer"] == str(eval(question[8:-1]))
@@ -12,6 +15,8 @@ import hashlib
 import random
 
 from datasets import Dataset
+
+from bnpo_trl.data.registry import DatasetSpec, LoadOptions, register_dataset
 
 #: share of all (a, b) pairs held out for each split; the rest are training pairs.
 HELDOUT_SHARES = {"dev": 0.1, "test": 0.1}
@@ -77,3 +82,21 @@ def arithmetic_dataset(
             }
         )
     return Dataset.from_list(rows)
+
+
+def load_arithmetic(spec: DatasetSpec, options: LoadOptions) -> Dataset:
+    """The ``load`` of the ``arithmetic`` spec: ``limit`` is the size (default 2000) and ``split`` one of
+    train/dev/test; the options for files and the Hub do not apply to a generator."""
+    return arithmetic_dataset(
+        options.split or spec.default_split, size=options.limit or 2000, system_prompt=options.system_prompt
+    )
+
+
+ARITHMETIC = register_dataset(
+    DatasetSpec(
+        name="arithmetic",
+        load=load_arithmetic,
+        has_difficulty=True,
+        description="Synthetic 'What is a + b?' (a, b in 50-99), generated offline; splits train/dev/test (quickstart)",
+    )
+)

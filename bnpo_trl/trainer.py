@@ -84,7 +84,7 @@ class NormalizedGRPOTrainer(GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         rewards, data_sources = self._captured["rewards"], self._captured["data_sources"]
         group_size = self.num_generations if mode == "train" else self.num_generations_eval
-        if data_sources is None and self.normalizer_name in ("median", "source_median"):
+        if data_sources is None and getattr(self.normalizer, "requires_data_sources", False):
             raise ValueError(
                 f"The 'median' normalizer needs the dataset column {self.data_source_column!r} on every row; "
                 "add it to the dataset or set data_source_column to the column that names each row's source."

@@ -110,13 +110,22 @@ def warm_start(config: str, seed: int, folder: Path, extra: list[str]) -> Warmup
     )
     transformers.set_seed(seed)
     model, tokenizer = train.load_model_and_tokenizer(model_args, training_args)
-    train_set, heldout = train.load_datasets(script_args, seed)
-    if script_args.sft_warmup:
+    train_set, heldout = train.load_datasets(script_args.data, seed)
+    if script_args.warmup.sft_warmup:
         accuracy = get_reward_funcs(["accuracy"])[0]
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder.parent / "warm_start.log", "w") as log, contextlib.redirect_stdout(log):
-            check_set = train.load_warmup_check_set(script_args, heldout)
-            info = sft_warmup(model, tokenizer, train_set, check_set, accuracy, script_args, training_args)
+            check_set = train.load_warmup_check_set(script_args.data, script_args.warmup, heldout)
+            info = sft_warmup(
+                model,
+                tokenizer,
+                train_set,
+                check_set,
+                accuracy,
+                script_args.warmup,
+                training_args,
+                script_args.heldout.heldout_max_new_tokens,
+            )
     else:  # the recipe has no warm-up: every normalizer starts from the recipe's model as it is
         info = {"steps": 0, "seconds": 0.0, "accuracy": math.nan, "reached_target": True, "target": math.nan}
     model.save_pretrained(folder)
@@ -145,10 +154,12 @@ def rl_run(
         "--output_dir", str(run_dir), *extra,
     ]  # fmt: skip
     script_args, training_args, model_args = parse_recipe(config, argv)
-    script_args.time_budget_seconds = None  # same number of steps for every run, however long they take
-    script_args.time_budget_decay_seconds = 0.0  # and the same learning-rate schedule
+    script_args.budget.time_budget_seconds = (
+        None  # same number of steps for every run, however long they take
+    )
+    script_args.budget.time_budget_decay_seconds = 0.0  # and the same learning-rate schedule
     if args.threads:
-        script_args.torch_threads = args.threads
+        script_args.budget.torch_threads = args.threads
     run_dir.mkdir(parents=True, exist_ok=True)
     wall, cpu = time.perf_counter(), time.process_time()
     with open(run_dir / "stdout.log", "w") as log, contextlib.redirect_stdout(log):
@@ -166,19 +177,19 @@ def recipe_facts(config: str, extra: list[str]) -> dict[str, Any]:
     script_args, training_args, model_args = parse_recipe(config, ["--output_dir", "unused", *extra])
     return {
         "model": model_args.model_name_or_path,
-        "dataset_limit": script_args.dataset_limit,
-        "eval_limit": script_args.eval_dataset_limit,
-        "eval_split": script_args.eval_dataset_split,
-        "warmup": script_args.sft_warmup,
-        "warmup_target": script_args.sft_warmup_target_accuracy,
-        "warmup_seconds": script_args.sft_warmup_max_seconds,
+        "dataset_limit": script_args.data.dataset_limit,
+        "eval_limit": script_args.data.eval_dataset_limit,
+        "eval_split": script_args.data.eval_dataset_split,
+        "warmup": script_args.warmup.sft_warmup,
+        "warmup_target": script_args.warmup.sft_warmup_target_accuracy,
+        "warmup_seconds": script_args.warmup.sft_warmup_max_seconds,
         "batch": training_args.per_device_train_batch_size,
         "group": training_args.num_generations,
         "lr": training_args.learning_rate,
         "max_grad_norm": training_args.max_grad_norm,
         "max_completion_length": training_args.max_completion_length,
-        "rewards": script_args.reward_funcs,
-        "requires_eos": script_args.reward_requires_eos,
+        "rewards": script_args.rewards.reward_funcs,
+        "requires_eos": script_args.rewards.reward_requires_eos,
         "normalizer_kwargs": training_args.normalizer_kwargs or {},
     }
 

@@ -40,7 +40,8 @@ from trl import GRPOConfig, GRPOTrainer
 
 import bnpo_trl.trainer as trainer_module
 from bnpo_trl import NormalizedGRPOConfig, NormalizedGRPOTrainer
-from bnpo_trl.testing import load_tokenizer, tiny_model_path
+from bnpo_trl.models import load_plain_tokenizer
+from bnpo_trl.tiny_model import tiny_model_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_section import write_section
@@ -324,7 +325,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
     model_path = tiny_model_path()
-    tokenizer = load_tokenizer(model_path)
+    tokenizer = load_plain_tokenizer(model_path)
     start, load_start = time.perf_counter(), os.getloadavg()[0]
     runs = []
     with tempfile.TemporaryDirectory() as tmp:

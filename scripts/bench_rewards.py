@@ -41,9 +41,11 @@ import random
 import string
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_section import write_section
@@ -278,7 +280,7 @@ def judge_timed(verifier, items: list[Item]) -> tuple[list[str], float, float]:
     return statuses, wall, cpu + reaped
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=4096, help="completions per batch (a multiple of 16)")
     parser.add_argument(
@@ -297,6 +299,125 @@ def main() -> None:
     args = parser.parse_args()
     if args.n % G:
         parser.error(f"--n must be a multiple of {G}")
+    return args
+
+
+Emit = Callable[..., None]
+
+
+def _measure(emit: Emit, batches: dict[str, list[Item]], workers: int, timeout: float) -> tuple[list, Any]:
+    """Score every batch with TRL and with `accuracy`, then the subsets on fresh pools.
+
+    Returns the runs ``(label, items, trl scores, trl seconds per item, trl cpu, our statuses, our wall,
+    our cpu, our slowest item)`` and the main pool (still open: its stats are printed at the end).
+    """
+    from bnpo_trl.rewards.accuracy import MathVerifier
+    from bnpo_trl.rewards.pool import VerifierPool
+
+    score_trl([Item("1", r"\boxed{1}", True, "warm-up")])  # imports and regex compilation, untimed
+    pool = VerifierPool(workers=workers, timeout=timeout)
+    verifier = MathVerifier(pool)
+    start = time.perf_counter()
+    verifier.judge(["12345678"], [r"\boxed{12345678}"])
+    emit()
+    emit(f"accuracy pool start-up (untimed below): {time.perf_counter() - start:.2f} s")
+
+    runs = []
+    for name, items in batches.items():
+        trl_scores, trl_seconds, trl_cpu = score_trl(items)
+        pool.stats.max_request_seconds = 0.0
+        statuses, wall, cpu = judge_timed(verifier, items)
+        runs.append((name, items, trl_scores, trl_seconds, trl_cpu, statuses, wall, cpu, pool.stats.max_request_seconds))  # fmt: skip
+
+    # Subsets scored again by `accuracy` on fresh pools and caches (one pool per subset family, so the
+    # later-epoch subset finds the caches its first-seen subset left); TRL's per-item times are summed.
+    def subset_runs(family: list[tuple[str, int, object]]) -> None:
+        sub_pool = VerifierPool(workers=workers, timeout=timeout)
+        sub_verifier = MathVerifier(sub_pool)
+        sub_verifier.judge(["12345678"], [r"\boxed{12345678}"])
+        for label, run_index, keep in family:
+            _, items, trl_scores, trl_seconds, trl_cpu, *_ = runs[run_index]
+            chosen = [k for k, i in enumerate(items) if keep(i)]
+            seconds = [trl_seconds[k] for k in chosen]
+            sub_pool.stats.max_request_seconds = 0.0
+            statuses, wall, cpu = judge_timed(sub_verifier, [items[k] for k in chosen])
+            runs.append((label, [items[k] for k in chosen], [trl_scores[k] for k in chosen], seconds,
+                         sum(seconds) * trl_cpu / sum(trl_seconds), statuses, wall, cpu,
+                         sub_pool.stats.max_request_seconds))  # fmt: skip
+        sub_pool.close()
+
+    normal = lambda i: i.kind != "pathological"  # noqa: E731
+    subset_runs([("first-seen without pathological items", 0, normal), ("later-epoch without pathological items", 1, normal)])  # fmt: skip
+    subset_runs([("first-seen, kinds whose gold TRL reads right", 0, lambda i: i.kind in SAME_GOLD_KINDS)])
+    return runs, pool
+
+
+def _emit_speed_table(emit: Emit, runs: list, workers: int, timeout: float) -> None:
+    emit()
+    emit("| batch | completions | TRL accuracy_reward: items/s (wall s, CPU s) | bnpo_trl accuracy: items/s "
+         "(wall s, CPU s) | speed-up, wall | CPU-time ratio | slowest item TRL / ours (s) | "
+         "bound (N/workers)*timeout |")  # fmt: skip
+    emit("|---|---|---|---|---|---|---|---|")
+    for name, items, _, trl_seconds, trl_cpu, _, wall, cpu, ours_max in runs:
+        n, trl_wall = len(items), sum(trl_seconds)
+        bound = n / workers * timeout
+        emit(f"| {name} | {n} | {n / trl_wall:.0f} ({trl_wall:.1f}, {trl_cpu:.1f}) | {n / wall:.0f} ({wall:.1f}, {cpu:.1f}) | "
+             f"{trl_wall / wall:.2f}x | {trl_cpu / cpu:.2f}x | {max(trl_seconds):.2f} / {ours_max:.2f} | "
+             f"{bound:.0f} s {'ok' if wall <= bound else 'EXCEEDED'} |")  # fmt: skip
+
+
+def _disagreement_examples(items: list[Item], trl_scores: list, ours: list, statuses: list[str]) -> list[str]:
+    """One example per problem kind where the verifiers differ, then up to 5 where ours != the label."""
+    examples = []
+    differ = [k for k in range(len(items)) if bool(trl_scores[k]) != bool(ours[k])]
+    by_kind: dict[str, list[int]] = {}
+    for k in differ:
+        by_kind.setdefault(items[k].kind, []).append(k)
+    for kind, ks in sorted(by_kind.items()):
+        k = ks[0]
+        answer = items[k].text[-50:].replace("\n", " ")
+        examples.append(f"  {kind:12s} {len(ks):4d} differ, e.g. gold {items[k].gold!r}, completion ...{answer!r}: "
+                        f"label {int(items[k].label)}, TRL {trl_scores[k]}, ours {ours[k]}")  # fmt: skip
+    wrong = [k for k in range(len(items)) if bool(ours[k]) != items[k].label]
+    for k in wrong[:5]:
+        examples.append(
+            f"  ours != label: gold {items[k].gold!r}, ...{items[k].text[-50:]!r}, ours {statuses[k]}"
+        )
+    return examples
+
+
+def _emit_agreement(emit: Emit, runs: list) -> None:
+    from bnpo_trl.rewards.accuracy import STATUS_SCORES
+
+    emit()
+    emit("| batch | agree | differ | ours right | TRL right | neither | accuracy vs label: TRL / ours | "
+         "ours: timeouts / unparsed gold / no answer |")  # fmt: skip
+    emit("|---|---|---|---|---|---|---|---|")
+    examples = []
+    for name, items, trl_scores, _, _, statuses, *_ in runs[:2]:
+        ours = [STATUS_SCORES[s] for s in statuses]
+        trl_ok = [bool(s) == i.label for i, s in zip(items, trl_scores, strict=True)]
+        ours_ok = [bool(s) == i.label for i, s in zip(items, ours, strict=True)]
+        differ = [k for k in range(len(items)) if bool(trl_scores[k]) != bool(ours[k])]
+        ours_right = sum(ours_ok[k] for k in differ)
+        trl_right = sum(trl_ok[k] for k in differ)
+        counts = [statuses.count(s) for s in ("timeout", "unparsed_gold", "no_answer")]
+        emit(f"| {name} | {len(items) - len(differ)} | {len(differ)} | {ours_right} | {trl_right} | "
+             f"{len(differ) - ours_right - trl_right} | {sum(trl_ok) / len(items):.3f} / {sum(ours_ok) / len(items):.3f} | "
+             f"{counts[0]} / {counts[1]} / {counts[2]} |")  # fmt: skip
+        if name == "first-seen":
+            examples = _disagreement_examples(items, trl_scores, ours, statuses)
+    emit()
+    emit("Disagreements on the first-seen batch, by problem kind (one example each):")
+    emit()
+    emit("```text")  # the examples hold raw LaTeX and reprs: verbatim in markdown
+    for line in examples or ["  none"]:
+        emit(line)
+    emit("```")
+
+
+def main() -> None:
+    args = _parse_args()
     logging.disable(logging.WARNING)  # math-verify logs every timeout and failed parse
 
     lines: list[str] = []  # everything printed, in order: the body of the docs block
@@ -306,8 +427,7 @@ def main() -> None:
         lines.append(line)
         print(line, flush=True)
 
-    from bnpo_trl.rewards.accuracy import STATUS_SCORES, MathVerifier
-    from bnpo_trl.rewards.pool import VerifierPool, default_workers
+    from bnpo_trl.rewards.pool import default_workers
 
     workers = args.workers or default_workers()
     rng = random.Random(args.seed)
@@ -328,91 +448,9 @@ def main() -> None:
 
     machine_start, own_start = _machine_busy_seconds(), time.process_time()
     wall_start = time.perf_counter()
-    score_trl([Item("1", r"\boxed{1}", True, "warm-up")])  # imports and regex compilation, untimed
-    pool = VerifierPool(workers=workers, timeout=args.timeout)
-    verifier = MathVerifier(pool)
-    start = time.perf_counter()
-    verifier.judge(["12345678"], [r"\boxed{12345678}"])
-    emit()
-    emit(f"accuracy pool start-up (untimed below): {time.perf_counter() - start:.2f} s")
-
-    runs = []  # (label, items, trl scores, trl seconds per item, trl cpu, our statuses, our wall, our cpu, our max)
-    for name, items in batches.items():
-        trl_scores, trl_seconds, trl_cpu = score_trl(items)
-        pool.stats.max_request_seconds = 0.0
-        statuses, wall, cpu = judge_timed(verifier, items)
-        runs.append((name, items, trl_scores, trl_seconds, trl_cpu, statuses, wall, cpu, pool.stats.max_request_seconds))  # fmt: skip
-
-    # Subsets scored again by `accuracy` on fresh pools and caches (one pool per subset family, so the
-    # later-epoch subset finds the caches its first-seen subset left); TRL's per-item times are summed.
-    def subset_runs(family: list[tuple[str, int, object]]) -> None:
-        sub_pool = VerifierPool(workers=workers, timeout=args.timeout)
-        sub_verifier = MathVerifier(sub_pool)
-        sub_verifier.judge(["12345678"], [r"\boxed{12345678}"])
-        for label, run_index, keep in family:
-            _, items, trl_scores, trl_seconds, trl_cpu, *_ = runs[run_index]
-            chosen = [k for k, i in enumerate(items) if keep(i)]
-            seconds = [trl_seconds[k] for k in chosen]
-            sub_pool.stats.max_request_seconds = 0.0
-            statuses, wall, cpu = judge_timed(sub_verifier, [items[k] for k in chosen])
-            runs.append((label, [items[k] for k in chosen], [trl_scores[k] for k in chosen], seconds,
-                         sum(seconds) * trl_cpu / sum(trl_seconds), statuses, wall, cpu,
-                         sub_pool.stats.max_request_seconds))  # fmt: skip
-        sub_pool.close()
-
-    normal = lambda i: i.kind != "pathological"  # noqa: E731
-    subset_runs([("first-seen without pathological items", 0, normal), ("later-epoch without pathological items", 1, normal)])  # fmt: skip
-    subset_runs([("first-seen, kinds whose gold TRL reads right", 0, lambda i: i.kind in SAME_GOLD_KINDS)])
-
-    emit()
-    emit("| batch | completions | TRL accuracy_reward: items/s (wall s, CPU s) | bnpo_trl accuracy: items/s "
-         "(wall s, CPU s) | speed-up, wall | CPU-time ratio | slowest item TRL / ours (s) | "
-         "bound (N/workers)*timeout |")  # fmt: skip
-    emit("|---|---|---|---|---|---|---|---|")
-    for name, items, _, trl_seconds, trl_cpu, _, wall, cpu, ours_max in runs:
-        n, trl_wall = len(items), sum(trl_seconds)
-        bound = n / workers * args.timeout
-        emit(f"| {name} | {n} | {n / trl_wall:.0f} ({trl_wall:.1f}, {trl_cpu:.1f}) | {n / wall:.0f} ({wall:.1f}, {cpu:.1f}) | "
-             f"{trl_wall / wall:.2f}x | {trl_cpu / cpu:.2f}x | {max(trl_seconds):.2f} / {ours_max:.2f} | "
-             f"{bound:.0f} s {'ok' if wall <= bound else 'EXCEEDED'} |")  # fmt: skip
-
-    emit()
-    emit("| batch | agree | differ | ours right | TRL right | neither | accuracy vs label: TRL / ours | "
-         "ours: timeouts / unparsed gold / no answer |")  # fmt: skip
-    emit("|---|---|---|---|---|---|---|---|")
-    examples = []
-    for name, items, trl_scores, _, _, statuses, *_ in runs[:2]:
-        ours = [STATUS_SCORES[s] for s in statuses]
-        trl_ok = [bool(s) == i.label for i, s in zip(items, trl_scores, strict=True)]
-        ours_ok = [bool(s) == i.label for i, s in zip(items, ours, strict=True)]
-        differ = [k for k in range(len(items)) if bool(trl_scores[k]) != bool(ours[k])]
-        ours_right = sum(ours_ok[k] for k in differ)
-        trl_right = sum(trl_ok[k] for k in differ)
-        counts = [statuses.count(s) for s in ("timeout", "unparsed_gold", "no_answer")]
-        emit(f"| {name} | {len(items) - len(differ)} | {len(differ)} | {ours_right} | {trl_right} | "
-             f"{len(differ) - ours_right - trl_right} | {sum(trl_ok) / len(items):.3f} / {sum(ours_ok) / len(items):.3f} | "
-             f"{counts[0]} / {counts[1]} / {counts[2]} |")  # fmt: skip
-        if name == "first-seen":
-            by_kind: dict[str, list[int]] = {}
-            for k in differ:
-                by_kind.setdefault(items[k].kind, []).append(k)
-            for kind, ks in sorted(by_kind.items()):
-                k = ks[0]
-                answer = items[k].text[-50:].replace("\n", " ")
-                examples.append(f"  {kind:12s} {len(ks):4d} differ, e.g. gold {items[k].gold!r}, completion ...{answer!r}: "
-                                f"label {int(items[k].label)}, TRL {trl_scores[k]}, ours {ours[k]}")  # fmt: skip
-            wrong = [k for k in range(len(items)) if not ours_ok[k]]
-            for k in wrong[:5]:
-                examples.append(
-                    f"  ours != label: gold {items[k].gold!r}, ...{items[k].text[-50:]!r}, ours {statuses[k]}"
-                )
-    emit()
-    emit("Disagreements on the first-seen batch, by problem kind (one example each):")
-    emit()
-    emit("```text")  # the examples hold raw LaTeX and reprs: verbatim in markdown
-    for line in examples or ["  none"]:
-        emit(line)
-    emit("```")
+    runs, pool = _measure(emit, batches, workers, args.timeout)
+    _emit_speed_table(emit, runs, workers, args.timeout)
+    _emit_agreement(emit, runs)
     pool.close()
     emit()
     emit(f"pool: {pool.stats}")

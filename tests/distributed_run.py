@@ -18,7 +18,8 @@ from torch.nn.parallel import DistributedDataParallel
 from transformers import AutoModelForCausalLM
 
 from bnpo_trl.distributed import release_wrapped_model, shutdown_distributed
-from bnpo_trl.testing import load_tokenizer, tiny_model_path
+from bnpo_trl.models import load_plain_tokenizer
+from bnpo_trl.tiny_model import tiny_model_path
 from tests.trainer_utils import RecordingTrainer, parity_reward, tiny_config, tiny_dataset
 
 warnings.filterwarnings("ignore")
@@ -26,7 +27,7 @@ warnings.filterwarnings("ignore")
 
 def main(out_dir: Path, names: list[str]) -> None:
     model_path = tiny_model_path()
-    tokenizer = load_tokenizer(model_path)
+    tokenizer = load_plain_tokenizer(model_path)
     report = {}
     for name in names:
         config = tiny_config(out_dir / name, advantage_normalizer=name, per_device_train_batch_size=4)

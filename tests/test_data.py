@@ -3,33 +3,32 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import Counter
 from pathlib import Path
-
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import yaml
 from datasets import Dataset
 
 from bnpo_trl import data, tasks
+from bnpo_trl.answers import extract_gsm8k_answer, last_boxed, normalize_answer
 from bnpo_trl.data import (
     DATASETS,
     DEFAULT_SYSTEM_PROMPT,
+    DatasetSpec,
+    MixtureEntry,
     apply_curriculum,
     available_datasets,
-    extract_boxed,
     extract_dapo_problem,
-    extract_gsm8k_answer,
     load_dataset_by_name,
     load_local,
     load_mixture,
+    load_schema_source,
     mixture_sizes,
-    normalize_answer,
+    register_dataset,
 )
+from bnpo_trl.data import registry as data_registry
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 FILES = {
@@ -81,7 +80,14 @@ def user_text(row: dict) -> str:
     ],
 )
 def test_extract_boxed(text: str | None, expected: str | None) -> None:
-    assert extract_boxed(text) == expected
+    assert last_boxed(text) == expected
+
+
+def test_old_names_stay_importable_from_data() -> None:
+    assert data.extract_boxed is last_boxed
+    assert data.extract_gsm8k_answer is extract_gsm8k_answer
+    assert data.normalize_answer is normalize_answer
+    assert all(hasattr(data, name) for name in data.__all__)
 
 
 def test_extract_gsm8k_answer() -> None:
@@ -178,6 +184,18 @@ def test_amc23_float_answers_are_normalised() -> None:
     ds = load("amc23")
     assert ds["answer"] == ["27", "36", "8", "0.25", "3159", "18"]
     assert user_text(ds[0]).startswith("Cities $A$ and $B$")
+
+
+def test_amc23_accepts_a_problem_column_instead_of_question(tmp_path: Path) -> None:
+    path = tmp_path / "amc_problem.jsonl"
+    path.write_text(
+        "".join(json.dumps({"problem": f"P{i}?", "answer": float(i)}) + "\n" for i in range(1, 4))
+    )
+    ds = load_dataset_by_name("amc23", path=str(path), system_prompt=None)
+    assert [user_text(r) for r in ds] == ["P1?", "P2?", "P3?"] and ds["answer"] == ["1", "2", "3"]
+    path.write_text(json.dumps({"text": "P?", "answer": 1.0}) + "\n")
+    with pytest.raises(ValueError, match=re.escape("lacks the column(s) ['question']")):
+        load_dataset_by_name("amc23", path=str(path))
 
 
 def test_dapo_problem_extracted_and_deduplicated() -> None:
@@ -393,6 +411,19 @@ def test_mixture_spec_errors() -> None:
         load_mixture([{"name": "nope"}])
 
 
+def test_mixture_entries_as_dataclasses_match_mappings() -> None:
+    entries = [MixtureEntry(**spec) for spec in _specs()]
+    assert (
+        load_mixture(entries, seed=2, total=12).to_list()
+        == load_mixture(_specs(), seed=2, total=12).to_list()
+    )
+    assert MixtureEntry.from_mapping({"name": "math"}) == MixtureEntry("math")
+    with pytest.raises(
+        ValueError, match=r"Mixture entry 1 \('gsm8k'\) has unknown keys \['num_proc'\]; allowed: "
+    ):
+        load_mixture([entries[0], {"name": "gsm8k", "num_proc": 2}])
+
+
 def test_mixture_system_prompt_per_spec() -> None:
     specs = _specs()
     specs[1]["system_prompt"] = None
@@ -403,6 +434,55 @@ def test_mixture_system_prompt_per_spec() -> None:
             assert roles == ["user"]
         else:
             assert row["prompt"][0]["content"] == "Mixture prompt."
+
+
+# -------------------------------------------------------------------------------------------- registry
+
+
+@pytest.fixture
+def restore_registry():
+    saved = dict(DATASETS), dict(data_registry._ALIASES)
+    yield
+    DATASETS.clear()
+    DATASETS.update(saved[0])
+    data_registry._ALIASES.clear()
+    data_registry._ALIASES.update(saved[1])
+
+
+@pytest.mark.usefixtures("restore_registry")
+def test_register_dataset_adds_a_named_source(tmp_path: Path) -> None:
+    path = tmp_path / "drill.jsonl"
+    path.write_text("".join(json.dumps({"q": f"What is {i} * 3?", "a": 3 * i}) + "\n" for i in range(1, 5)))
+
+    def parse(row):
+        return {"problem": row["q"], "answer": normalize_answer(row["a"]), "difficulty": None}
+
+    spec = DatasetSpec(
+        name="drill", load=load_schema_source, hub_id="me/drill", required_columns=("q", "a"), parser=parse
+    )
+    assert register_dataset(spec) is spec and DATASETS["drill"] is spec
+    ds = load_dataset_by_name("drill", path=str(path))
+    assert ds.column_names == CONTRACT and ds["answer"] == ["3", "6", "9", "12"]
+    assert set(ds["data_source"]) == {"drill"}
+    mixed = load_mixture([{"name": "drill", "path": str(path)}, {"name": "gsm8k", "path": fixture("gsm8k")}])
+    assert Counter(mixed["data_source"]) == {"drill": 4, "gsm8k": 4}  # equal weights, T = 2 * 4
+    with pytest.raises(ValueError, match=r"Cannot register dataset 'drill'"):
+        register_dataset(spec)
+    with pytest.raises(ValueError, match=r"\['math-500'\] already registered"):
+        register_dataset(DatasetSpec(name="other", load=load_schema_source, aliases=("math-500",)))
+    renamed = DatasetSpec(
+        name="drill",
+        load=spec.load,
+        required_columns=spec.required_columns,
+        parser=parse,
+        aliases=("drills",),
+    )
+    register_dataset(renamed, replace=True)
+    assert load_dataset_by_name("DRILLS", path=str(path))["answer"] == ["3", "6", "9", "12"]
+
+
+def test_arithmetic_is_registered_by_tasks() -> None:
+    assert DATASETS["arithmetic"] is tasks.ARITHMETIC and DATASETS["arithmetic"].load is tasks.load_arithmetic
 
 
 # -------------------------------------------------------------------------------------------- curriculum

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bnpo_trl.normalizers import get_normalizer
-from bnpo_trl.testing import tiny_model_path
+from bnpo_trl.tiny_model import tiny_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["ebpo", "median", "bnpo"]

@@ -16,9 +16,6 @@ from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
 
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import numpy as np
 import pytest
 import torch
@@ -45,7 +42,8 @@ from bnpo_trl.evaluation import (
     vllm_llm_kwargs,
     vllm_sampling_kwargs,
 )
-from bnpo_trl.testing import EOS_TOKEN, PAD_TOKEN, load_tokenizer, tiny_model_path
+from bnpo_trl.models import load_plain_tokenizer
+from bnpo_trl.tiny_model import EOS_TOKEN, PAD_TOKEN, tiny_model_path
 from tests.trainer_utils import tiny_grpo_kwargs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
@@ -61,16 +59,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_path() -> str:
-    return tiny_model_path()
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_path):
-    return load_tokenizer(tiny_path)
 
 
 # ------------------------------------------------------------------------------------------- pass@k
@@ -222,7 +210,7 @@ def test_load_benchmarks_reads_two_schemas_and_plain_files(tmp_path) -> None:
 
 def test_end_of_turn_token(tokenizer) -> None:
     assert end_of_turn_token_ids(tokenizer) == [tokenizer.convert_tokens_to_ids(EOS_TOKEN)]
-    other = load_tokenizer(tiny_model_path())
+    other = load_plain_tokenizer(tiny_model_path())
     other.chat_template = (
         "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '" + PAD_TOKEN + "' }}{% endfor %}"
     )
@@ -235,7 +223,7 @@ def test_loaders_for_tiny_specs_and_folders(tiny_path) -> None:
     tok = load_tokenizer_for(tiny_path)
     assert type(tok).__name__ != "Qwen2Tokenizer"  # the saved tokenizer.json, with its own pre-tokenizer
     assert "Digits" in str(tok.backend_tokenizer.pre_tokenizer)
-    assert tok.backend_tokenizer.to_str() == load_tokenizer(tiny_path).backend_tokenizer.to_str()
+    assert tok.backend_tokenizer.to_str() == load_plain_tokenizer(tiny_path).backend_tokenizer.to_str()
     assert (
         load_tokenizer_for("tiny:hidden_size=64").backend_tokenizer.to_str() == tok.backend_tokenizer.to_str()
     )

@@ -284,6 +284,142 @@ def test_import_missing_module_raises():
         get_normalizer("bnpo_no_such_module:Thing")
 
 
+# ------------------------------------------------------------------------------ registered plain functions
+
+
+def _centred_scaled(rewards, group_size, scale=1.0, eps=1e-4):
+    grouped = rewards.view(-1, group_size)
+    return (scale * (grouped - grouped.nanmean(dim=1, keepdim=True)) / (1.0 + eps)).view(-1)
+
+
+def _centred_scaled_loop(rows: list[float], group_size: int, scale: float, eps: float) -> list[float]:
+    """Closed form with Python loops: A = scale (r - mean of the group's scored rewards) / (1 + eps)."""
+    out = []
+    for start in range(0, len(rows), group_size):
+        group = rows[start : start + group_size]
+        scored = [r for r in group if not math.isnan(r)]
+        mean = math.fsum(scored) / len(scored) if scored else NAN
+        out += [0.0 if math.isnan(r) else scale * (r - mean) / (1.0 + eps) for r in group]
+    return out
+
+
+@pytest.mark.usefixtures("isolated_registry")
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("group_size", [2, 4])
+def test_registered_function_matches_closed_form_loop(seed, group_size):
+    returned = register_normalizer("test_centred", aliases=("test_centred_alias",))(_centred_scaled)
+    assert returned is _centred_scaled  # the decorator leaves the function usable as it was
+    rewards = random_rewards(seed, group_size)
+    for kwargs in ({}, {"scale": 2.5}, {"scale": -1.0, "eps": 0.5}):
+        norm = get_normalizer("test_centred_alias", **kwargs)
+        adv = norm(rewards, group_size=group_size)
+        expected = _centred_scaled_loop(
+            as_rows(rewards), group_size, kwargs.get("scale", 1.0), kwargs.get("eps", 1e-4)
+        )
+        assert_matches(adv, expected)
+        assert_unscored_zero(adv, rewards)
+        assert norm.last_stats == {} and norm.state_dict() == {}
+
+
+@pytest.mark.usefixtures("isolated_registry")
+def test_registered_function_is_a_stateless_normalizer_class():
+    register_normalizer("test_centred")(_centred_scaled)
+    cls = registry_module.resolve_normalizer("test_centred")
+    norm = get_normalizer("test_centred", scale=3.0)
+    assert issubclass(cls, Normalizer) and type(norm) is cls and cls.__name__ == "TestCentredNormalizer"
+    assert norm.name == "test_centred" and repr(norm) == "TestCentredNormalizer(name='test_centred')"
+    assert norm.options == {"scale": 3.0} and norm.eps == 1e-4
+    norm.load_state_dict({})
+    with pytest.raises(ValueError, match="stateless"):
+        norm.load_state_dict({"history": []})
+    with pytest.raises(ValueError, match=r"does not accept \['scael'\]; its options are \['eps', 'scale'\]"):
+        get_normalizer("test_centred", scael=2.0)
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        get_normalizer("test_centred", eps=-1.0)
+    with pytest.raises(ValueError, match="multiple of group_size"):  # the base class's input checks
+        norm(torch.tensor([0.0, 1.0, 1.0]), group_size=2)
+    rewards = torch.tensor([[1.0, 0.0], [0.0, NAN], [NAN, NAN], [1.0, 1.0]])
+    combined = norm(rewards, group_size=2, reward_weights=[1.0, 2.0])  # the function gets the weighted sum
+    assert_matches(combined, _centred_scaled_loop([1.0, 0.0, NAN, 3.0], 2, 3.0, 1e-4))
+
+
+@pytest.mark.usefixtures("isolated_registry")
+def test_registered_function_options_are_checked():
+    @register_normalizer("test_shifted", class_name="Shifted")
+    def shifted(rewards, group_size, *, shift, **extra):
+        return rewards + shift + sum(extra.values())
+
+    assert registry_module.resolve_normalizer("test_shifted").__name__ == "Shifted"
+    with pytest.raises(TypeError, match="shift"):
+        get_normalizer("test_shifted")
+    norm = get_normalizer("test_shifted", shift=1.0, bonus=0.5, eps=0.0)  # eps is not passed on: no `eps`
+    assert norm.options == {"shift": 1.0, "bonus": 0.5} and norm.eps == 0.0
+    assert norm(torch.tensor([0.0, 1.0]), group_size=2).tolist() == [1.5, 2.5]
+    with pytest.raises(TypeError, match=r"\(rewards, group_size, \*\*options\)"):
+        register_normalizer("test_bad_signature")(lambda rewards: rewards)
+    assert "test_bad_signature" not in available_normalizers()
+
+
+@pytest.mark.parametrize("name", ["group", "batch", "none", "rloo"])
+def test_stateless_builtins_are_registered_functions(name):
+    import bnpo_trl.normalizers as normalizers
+
+    norm = get_normalizer(name)
+    public = {"group": "GroupNormalizer", "batch": "BatchNormalizer", "none": "MeanOnlyNormalizer"}
+    cls = getattr(normalizers, public.get(name, "RLOONormalizer"))
+    assert type(norm) is cls and cls.__module__ == "bnpo_trl.normalizers.builtin"
+    assert norm.state_dict() == {} and "arXiv" in cls.__doc__  # the formula's source stays in the docstring
+    assert type(copy.deepcopy(norm)) is cls
+
+
+# --------------------------------------------------------------------------------- requires_data_sources
+
+
+class _NeedsSources(Normalizer):
+    requires_data_sources = True
+
+    def compute(self, rewards, group_size, data_sources, reward_weights, update):
+        return rewards
+
+
+class _NoSources(_NeedsSources):
+    requires_data_sources = False
+
+
+def test_requires_data_sources_flags():
+    flags = {name: get_normalizer(name).requires_data_sources for name in ALL_NAMES}
+    assert flags == {name: ALIASES.get(name, name) == "median" for name in ALL_NAMES}
+
+
+def _bare_trainer(monkeypatch, normalizer):
+    """A NormalizedGRPOTrainer without a model: TRL's scoring step is replaced by captured rewards."""
+    from types import SimpleNamespace
+
+    from trl import GRPOTrainer
+
+    from bnpo_trl.trainer import NormalizedGRPOTrainer
+
+    def scored_without_sources(self, inputs):
+        self._captured = {"rewards": torch.tensor([[1.0], [0.0], [1.0], [1.0]]), "data_sources": None}
+        return {"advantages": torch.zeros(4)}
+
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", scored_without_sources)
+    monkeypatch.setattr(NormalizedGRPOTrainer, "_log_normalizer", lambda *args: None)
+    trainer = NormalizedGRPOTrainer.__new__(NormalizedGRPOTrainer)
+    trainer.normalizer, trainer.normalizer_name = normalizer, "custom"
+    trainer.data_source_column, trainer.num_generations, trainer.reward_weights = "origin", 2, None
+    trainer.model = torch.nn.Linear(1, 1)  # in training mode
+    trainer.accelerator = SimpleNamespace(num_processes=1, process_index=0)
+    return trainer
+
+
+def test_trainer_checks_data_sources_for_a_custom_normalizer_that_requires_them(monkeypatch):
+    with pytest.raises(ValueError, match="needs the dataset column 'origin' on every row"):
+        _bare_trainer(monkeypatch, _NeedsSources())._generate_and_score_completions([{}] * 4)
+    out = _bare_trainer(monkeypatch, _NoSources())._generate_and_score_completions([{}] * 4)
+    assert out["advantages"].tolist() == [1.0, 0.0, 1.0, 1.0]
+
+
 # ------------------------------------------------------------------------------------------- input checks
 
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from bnpo_trl.rewards import pool as pool_module
-from bnpo_trl.rewards.pool import VerifierPool, check_pool_args, get_pool
+from bnpo_trl.rewards.pool import PoolSettings, VerifierPool, get_pool
 
 ITEM = {"op": "item", "gold": r"\frac{1}{2}", "pred": r"\boxed{0.5}"}
 
@@ -110,8 +110,34 @@ def test_close_stops_workers_and_the_pool_restarts_lazily(pool) -> None:
 
 
 def test_get_pool_shares_one_pool_per_configuration() -> None:
-    assert get_pool(workers=1, timeout=3.0) is get_pool(workers=1, timeout=3.0, cpu_timeout=1.0)
-    assert get_pool(workers=1, timeout=3.0) is not get_pool(workers=1, timeout=4.0)
+    settings = PoolSettings(workers=1, timeout=3.0)
+    assert get_pool(settings) is get_pool(PoolSettings(workers=1, timeout=3, cpu_timeout=1.0))
+    assert get_pool(settings) is not get_pool(PoolSettings(workers=1, timeout=4.0))
+    assert get_pool(settings).settings == settings and get_pool(settings).timeout == 3.0
+
+
+def test_pool_settings_fill_defaults_and_are_one_key() -> None:
+    settings = PoolSettings(workers=2, timeout=6)
+    assert (settings.workers, settings.timeout, settings.cpu_timeout, settings.memory_mb) == (
+        2,
+        6.0,
+        2.0,
+        4096,
+    )
+    assert isinstance(settings.timeout, float) and isinstance(settings.cpu_timeout, float)
+    assert settings == PoolSettings(2, 6.0, 2.0, 4096) and hash(settings) == hash(PoolSettings(2, 6.0, 2.0))
+    assert PoolSettings().workers == pool_module.default_workers()
+    with pytest.raises(AttributeError):
+        settings.timeout = 1.0  # frozen: a pool's key cannot change under it
+
+
+def test_verifier_pool_takes_settings_or_their_fields() -> None:
+    settings = PoolSettings(workers=1, timeout=2.0, memory_mb=None)
+    assert VerifierPool(settings).settings == VerifierPool(workers=1, timeout=2.0, memory_mb=None).settings
+    with pytest.raises(TypeError, match="either settings or its fields"):
+        VerifierPool(settings, timeout=3.0)
+    with pytest.raises(TypeError, match="PoolSettings"):
+        VerifierPool(2)
 
 
 @pytest.mark.parametrize(
@@ -121,12 +147,18 @@ def test_get_pool_shares_one_pool_per_configuration() -> None:
         ({"timeout": 0}, "timeout must be"),
         ({"timeout": 1.0, "cpu_timeout": 2.0}, "cpu_timeout must be in"),
         ({"memory_mb": 10}, "memory_mb must be"),
+        ({"workers": True}, "workers must be a positive integer"),
+        ({"timeout": "5"}, "timeout must be"),
+        ({"cpu_timeout": 0}, "cpu_timeout must be in"),
+        ({"memory_mb": 1024.0}, "memory_mb must be"),
     ],
 )
 def test_bad_settings_are_clear_errors(kwargs, message) -> None:
     args = {"workers": 1, "timeout": 5.0, "cpu_timeout": None, "memory_mb": None} | kwargs
     with pytest.raises(ValueError, match=message):
-        check_pool_args(**args)
+        PoolSettings(**args)
+    with pytest.raises(ValueError, match=message):
+        VerifierPool(**args)  # the pool checks its settings the same way, before starting any worker
 
 
 def test_forked_child_uses_its_own_workers_and_leaves_the_parents_alone(pool) -> None:
@@ -170,8 +202,9 @@ def test_a_script_without_main_guard_works_and_its_workers_end_with_it(tmp_path)
     script.write_text(
         "from bnpo_trl.rewards import accuracy\n"
         "from bnpo_trl.rewards.accuracy import get_verifier\n"
+        "from bnpo_trl.rewards.pool import PoolSettings\n"
         "print(accuracy([r'\\boxed{0.5}', 'no'], answer=['1/2', '1'], timeout=3.0))\n"
-        "print(*[w.proc.pid for w in get_verifier(timeout=3.0).pool._workers])\n"
+        "print(*[w.proc.pid for w in get_verifier(PoolSettings(timeout=3.0)).pool._workers])\n"
     )
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

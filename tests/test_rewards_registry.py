@@ -116,6 +116,12 @@ def test_unknown_name_lists_available_rewards() -> None:
         ([{"name": "accuracy", "log_metric": None}], "passed by the trainer"),
         ([{"name": "accuracy", "timeout": -1}], "timeout must be a number of seconds > 0"),
         ([{"name": "accuracy", "workers": 0}], "workers must be a positive integer"),
+        ([{"name": "accuracy", "timeout": 2, "cpu_timeout": 3}], r"cpu_timeout must be in \(0, timeout=2\]"),
+        ([{"name": "cosine", "max_length": 10, "memory_mb": 10}], "memory_mb must be an integer >= 256"),
+        (
+            [{"name": "per_source", "mapping": {"*": {"name": "accuracy", "workers": -1}}}],
+            "workers must be a positive integer",
+        ),
         (
             [{"name": "overlong", "max_length": 10, "cache_length": 11}],
             r"cache_length must be an integer in \[1, ",

@@ -127,10 +127,11 @@ def test_cosine_formula_and_none_for_unparsed_gold() -> None:
 def test_cosine_uses_the_accuracy_verdict_cache() -> None:
     from bnpo_trl.rewards import accuracy
     from bnpo_trl.rewards.accuracy import get_verifier
+    from bnpo_trl.rewards.pool import PoolSettings
 
     texts, golds = [r"\boxed{0.25}", r"\boxed{\dfrac14}"], [r"\frac{1}{4}", r"\frac{1}{4}"]
     assert accuracy(texts, answer=golds, timeout=TIMEOUT + 0.25) == [1.0, 1.0]
-    verifier = get_verifier(timeout=TIMEOUT + 0.25)
+    verifier = get_verifier(PoolSettings(timeout=TIMEOUT + 0.25))
     misses = verifier.cache_misses
     assert cosine(texts, [[1], [1]], answer=golds, max_length=10, timeout=TIMEOUT + 0.25)[0] > 0.5
     assert verifier.cache_misses == misses  # same pool, same cache: no second parse

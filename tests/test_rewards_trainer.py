@@ -19,7 +19,8 @@ def test_two_step_grpo_run_with_rewards_by_name(tmp_path) -> None:
     from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
-    from bnpo_trl.testing import load_tokenizer, tiny_model_path
+    from bnpo_trl.models import load_plain_tokenizer
+    from bnpo_trl.tiny_model import tiny_model_path
 
     path = tiny_model_path()
     rows = [
@@ -40,7 +41,7 @@ def test_two_step_grpo_run_with_rewards_by_name(tmp_path) -> None:
     config = GRPOConfig(**tiny_grpo_kwargs(tmp_path, max_completion_length=8))
     trainer = GRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(path),
-        processing_class=load_tokenizer(path),
+        processing_class=load_plain_tokenizer(path),
         reward_funcs=reward_funcs,
         args=config,
         train_dataset=Dataset.from_list(rows),

@@ -43,11 +43,11 @@ def test_recipe_validates(recipe, tmp_path):
         ["--config", str(recipe), "--output_dir", str(tmp_path), *CPU_OVERRIDES]
     )
     resolve_normalizer(training_args.advantage_normalizer)
-    assert len(get_reward_funcs(script_args.reward_funcs)) >= 1
+    assert len(get_reward_funcs(script_args.rewards.reward_funcs)) >= 1
     names = (
-        [script_args.dataset_name]
-        if script_args.dataset_name
-        else [d["name"] for d in script_args.dataset_mixture]
+        [script_args.data.dataset_name]
+        if script_args.data.dataset_name
+        else [d["name"] for d in script_args.data.dataset_mixture]
     )
     assert set(names) <= set(available_datasets())
     assert model_args.model_name_or_path.startswith("Qwen/Qwen2.5-Math-")
@@ -56,7 +56,7 @@ def test_recipe_validates(recipe, tmp_path):
     assert training_args.beta == 0.0 and training_args.epsilon_high == 0.28
     assert training_args.hub_strategy == "every_save" and training_args.push_to_hub is False
     if training_args.advantage_normalizer == "median":
-        assert len({d["name"] for d in script_args.dataset_mixture}) > 1  # needs several data sources
+        assert len({d["name"] for d in script_args.data.dataset_mixture}) > 1  # needs several data sources
 
 
 def test_bnpo_paper_recipe_matches_reference_settings(tmp_path):
@@ -68,7 +68,7 @@ def test_bnpo_paper_recipe_matches_reference_settings(tmp_path):
         args.per_device_train_batch_size * 8 * args.gradient_accumulation_steps // args.num_generations
     )
     assert (prompts_per_step, args.num_generations) == (32, 16)
-    assert (script_args.max_prompt_length, args.max_completion_length) == (1024, 3072)
+    assert (script_args.data.max_prompt_length, args.max_completion_length) == (1024, 3072)
     assert (args.learning_rate, args.warmup_steps, args.weight_decay, args.max_grad_norm) == (
         1e-6,
         10,
@@ -82,7 +82,7 @@ def test_bnpo_paper_recipe_matches_reference_settings(tmp_path):
         1,
         5,
     )
-    assert script_args.dataset_name == "math" and args.vllm_mode == "colocate"
+    assert script_args.data.dataset_name == "math" and args.vllm_mode == "colocate"
 
 
 def test_unknown_recipe_key_names_it(tmp_path):
@@ -126,8 +126,8 @@ def test_time_budget_decay_without_a_budget_fails_clearly(tmp_path):
 def test_warmup_check_set_is_a_separate_split_when_asked(split, tmp_path):
     argv = ["--config", str(QUICKSTART), "--output_dir", str(tmp_path), "--sft_warmup_eval_limit", "50"]
     script_args, _, _ = parse_args([*argv, "--sft_warmup_eval_split", split])
-    _, heldout = load_datasets(script_args, seed=0)
-    check = load_warmup_check_set(script_args, heldout)
+    _, heldout = load_datasets(script_args.data, seed=0)
+    check = load_warmup_check_set(script_args.data, script_args.warmup, heldout)
     questions = {row["prompt"][-1]["content"] for row in check}
     assert len(check) == 50
     test_questions = {row["prompt"][-1]["content"] for row in heldout}

@@ -14,7 +14,6 @@ from trl import GRPOTrainer
 
 from bnpo_trl import NormalizedGRPOConfig, NormalizedGRPOTrainer
 from bnpo_trl.normalizers import available_normalizers, get_normalizer
-from bnpo_trl.testing import load_tokenizer, tiny_model_path
 from bnpo_trl.trainer import NORMALIZER_STATE_FILE
 from tests.trainer_utils import (
     RecordingTrainer,
@@ -29,13 +28,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWa
 
 
 @pytest.fixture(scope="module")
-def model_path():
-    return tiny_model_path()
-
-
-@pytest.fixture(scope="module")
-def tokenizer(model_path):
-    return load_tokenizer(model_path)
+def model_path(tiny_path):
+    return tiny_path
 
 
 def make_trainer(model_path, tokenizer, config, reward_funcs=parity_reward, dataset=None, **kwargs):

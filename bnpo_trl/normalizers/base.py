@@ -1,4 +1,9 @@
-"""The normalizer interface and the registry that maps names to normalizer classes."""
+"""The normalizer interface and the registry that maps names to normalizer classes.
+
+A stateless normalizer can be registered as a plain function ``f(rewards, group_size, **options)``; the
+registry wraps it in a :class:`Normalizer` subclass, so that validation, NaN handling and the trainer's
+interface are the same for every normalizer.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from bnpo_trl.normalizers.functional import combine_rewards
 __all__ = [
     "Normalizer",
     "available_normalizers",
+    "function_normalizer",
     "get_normalizer",
     "register_normalizer",
     "resolve_normalizer",
@@ -38,6 +44,8 @@ class Normalizer:
     name: str = "normalizer"
     #: True when the normalizer consumes the (N, F) matrix itself instead of the weighted sum.
     decomposes: bool = False
+    #: True when it cannot work without one data source per row (the trainer then checks the column).
+    requires_data_sources: bool = False
 
     def __init__(self, eps: float = 1e-4) -> None:
         if not eps >= 0:
@@ -112,22 +120,110 @@ class Normalizer:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-def register_normalizer(name: str, aliases: Sequence[str] = ()) -> Callable[[type], type]:
-    """Class decorator adding a normalizer to the registry under ``name`` and ``aliases``."""
+def register_normalizer(
+    name: str, aliases: Sequence[str] = (), *, class_name: str | None = None
+) -> Callable[[Any], Any]:
+    """Decorator adding a normalizer to the registry under ``name`` and ``aliases``; returns its argument.
 
-    def decorator(cls: type) -> type:
+    It takes a normalizer class, or a plain function ``f(rewards, group_size, **options) -> advantages``
+    for a stateless normalizer: ``rewards`` is the (N,) weighted sum, ``options`` are the keyword
+    arguments given to :func:`get_normalizer` (``eps`` is always accepted and passed on when ``f`` takes
+    it). The function is wrapped in a stateless :class:`Normalizer` subclass named ``class_name``
+    (default: from ``name``), which :func:`resolve_normalizer` returns.
+
+    >>> import torch
+    >>> @register_normalizer("doc_centred")
+    ... def doc_centred(rewards, group_size, scale=1.0):
+    ...     return scale * (rewards - rewards.view(-1, group_size).mean(dim=1).repeat_interleave(group_size))
+    >>> get_normalizer("doc_centred", scale=2.0)(torch.tensor([1.0, 0.0, 1.0, 1.0]), group_size=2)
+    tensor([ 1., -1.,  0.,  0.])
+    """
+
+    def decorator(obj: Any) -> Any:
         for key in (name, *aliases):
             if key in _REGISTRY or key in _ALIASES:
                 raise ValueError(f"A normalizer named {key!r} is already registered.")
+        cls = obj if inspect.isclass(obj) or not callable(obj) else function_normalizer(obj, name, class_name)
         _check_interface(cls, name)
         _REGISTRY[name] = cls
         for alias in aliases:
             _ALIASES[alias] = name
         if getattr(cls, "name", None) in (None, Normalizer.name):
             cls.name = name
-        return cls
+        return obj
 
     return decorator
+
+
+def function_normalizer(
+    func: Callable[..., torch.Tensor], name: str, class_name: str | None = None
+) -> type[Normalizer]:
+    """A stateless :class:`Normalizer` subclass whose ``compute`` is ``func(rewards, group_size, **options)``.
+
+    Its constructor takes ``eps`` (validated by :class:`Normalizer`) and ``func``'s other keyword
+    arguments, so :func:`get_normalizer` rejects unknown options for it as for any class.
+    """
+    signature = inspect.signature(func)
+    params = list(signature.parameters.values())
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if len(params) < 2 or any(p.kind not in positional for p in params[:2]):
+        raise TypeError(
+            f"Normalizer function {name!r} must take (rewards, group_size, **options), got {signature}."
+        )
+    options = params[2:]
+    if any(p.kind in (p.POSITIONAL_ONLY, p.VAR_POSITIONAL) for p in options):
+        raise TypeError(
+            f"Normalizer function {name!r}: its options must be keyword arguments, got {signature}."
+        )
+    eps = next((p for p in options if p.name == "eps" and p.kind is not p.VAR_KEYWORD), None)
+    eps_default = 1e-4 if eps is None or eps.default is eps.empty else eps.default
+    var_kw = next((p.name for p in options if p.kind is p.VAR_KEYWORD), None)
+    init_signature = inspect.Signature(
+        [
+            inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            inspect.Parameter("eps", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=eps_default),
+            *(
+                p.replace(kind=p.KEYWORD_ONLY) if p.kind is not p.VAR_KEYWORD else p
+                for p in options
+                if p.name != "eps"
+            ),
+        ]
+    )
+
+    def __init__(self: Normalizer, *args: Any, **kwargs: Any) -> None:
+        bound = init_signature.bind(self, *args, **kwargs)  # TypeError on unknown or missing options
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        arguments.pop("self")
+        Normalizer.__init__(self, eps=arguments.pop("eps"))
+        extra = arguments.pop(var_kw, {}) if var_kw else {}
+        self.options = {**arguments, **extra}
+
+    __init__.__signature__ = init_signature  # type: ignore[attr-defined]
+
+    def compute(
+        self: Normalizer,
+        rewards: torch.Tensor,
+        group_size: int,
+        data_sources: Sequence[str] | None,
+        reward_weights: torch.Tensor | None,
+        update: bool,
+    ) -> torch.Tensor:
+        options = {**self.options, "eps": self.eps} if eps is not None else self.options
+        return func(rewards, group_size, **options)
+
+    class_name = class_name or "".join(part.capitalize() for part in name.split("_")) + "Normalizer"
+    return type(
+        class_name,
+        (Normalizer,),
+        {
+            "__init__": __init__,
+            "compute": compute,
+            "__doc__": func.__doc__,
+            "__module__": func.__module__,
+            "__qualname__": class_name,
+        },
+    )
 
 
 def available_normalizers(include_aliases: bool = True) -> list[str]:

@@ -1,4 +1,9 @@
-"""The built-in normalizers. Each docstring gives the formula and its source."""
+"""The built-in normalizers. Each docstring gives the formula and its source.
+
+The stateless ones (group, batch, none, rloo) are the pure functions of
+:mod:`bnpo_trl.normalizers.functional`, registered directly; the classes below keep running state or
+per-call statistics.
+"""
 
 from __future__ import annotations
 
@@ -9,49 +14,22 @@ from typing import Any
 import torch
 
 from bnpo_trl.normalizers import functional as F
-from bnpo_trl.normalizers.base import Normalizer, register_normalizer
+from bnpo_trl.normalizers.base import Normalizer, register_normalizer, resolve_normalizer
 from bnpo_trl.normalizers.state import Welford
 
 
-@register_normalizer("group", aliases=("grpo",))
-class GroupNormalizer(Normalizer):
-    """GRPO (Shao et al. 2024, arXiv 2402.03300): ``A = (r - mean_g) / (std_g + eps)``.
-
-    std_g is the Bessel-corrected std of the group; equals TRL 1.16 ``scale_rewards="group"``.
-    """
-
-    def compute(self, rewards, group_size, data_sources, reward_weights, update):
-        return F.group_advantages(rewards, group_size, self.eps)
+def _stateless(name: str, aliases: tuple[str, ...], func: Any, class_name: str) -> type[Normalizer]:
+    """Register a pure function of :mod:`~bnpo_trl.normalizers.functional`; its docstring is the class's."""
+    register_normalizer(name, aliases=aliases, class_name=class_name)(func)
+    cls = resolve_normalizer(name)
+    cls.__module__ = __name__  # importable (and picklable) from here under its public name
+    return cls
 
 
-@register_normalizer("batch")
-class BatchNormalizer(Normalizer):
-    """``A = (r - mean_g) / (std_all + eps)`` with one std over the whole batch.
-
-    Source: Liu et al. 2025 ("Part I: Tricks or Traps?", arXiv 2508.08221); TRL ``scale_rewards="batch"``.
-    """
-
-    def compute(self, rewards, group_size, data_sources, reward_weights, update):
-        return F.batch_advantages(rewards, group_size, self.eps)
-
-
-@register_normalizer("none", aliases=("dr_grpo",))
-class MeanOnlyNormalizer(Normalizer):
-    """Dr. GRPO (Liu et al. 2025, arXiv 2503.20783): ``A = r - mean_g``; TRL ``scale_rewards="none"``."""
-
-    def compute(self, rewards, group_size, data_sources, reward_weights, update):
-        return F.dr_grpo_advantages(rewards, group_size)
-
-
-@register_normalizer("rloo")
-class RLOONormalizer(Normalizer):
-    """RLOO (Ahmadian et al. 2024, arXiv 2402.14740): ``A = r - mean of the other G-1 rewards of the group``.
-
-    ``= G/(G-1) (r - mean_g)``; a group with a single scored reward (or G = 1) gets 0.
-    """
-
-    def compute(self, rewards, group_size, data_sources, reward_weights, update):
-        return F.rloo_advantages(rewards, group_size)
+GroupNormalizer = _stateless("group", ("grpo",), F.group_advantages, "GroupNormalizer")
+BatchNormalizer = _stateless("batch", (), F.batch_advantages, "BatchNormalizer")
+MeanOnlyNormalizer = _stateless("none", ("dr_grpo",), F.dr_grpo_advantages, "MeanOnlyNormalizer")
+RLOONormalizer = _stateless("rloo", (), F.rloo_advantages, "RLOONormalizer")
 
 
 @register_normalizer("bnpo", aliases=("beta",))
@@ -140,16 +118,16 @@ class BNPONormalizer(Normalizer):
                 var = self.ema * old_var + (1 - self.ema) * var
             if update:
                 self._moments[key] = [mu, var]
-            ok = var > 0
-            common = mu * (1 - mu) / var - 1 if ok else math.nan
-            a, b = common * mu, common * (1 - mu)
+            a, b, ok = F.beta_from_moments(mu, var)
         else:
             a, b, ok = F.fit_beta_moments(p)
         if not ok:
             return a, b, 1.0, 1.0, True
         return a, b, max(1.0, 1.0 + a / 3.0), max(1.0, 1.0 + b / 3.0), False
 
-    def _column(self, rewards: torch.Tensor, group_size: int, column: int, key: str, update: bool):
+    def _column(
+        self, rewards: torch.Tensor, group_size: int, column: int, key: str, update: bool
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         scaled = self._rescale(rewards, column)
         p_g = F.group_mean(scaled, group_size)
         a, b, alpha, beta, fell_back = self._fit(p_g, key, update)
@@ -158,7 +136,14 @@ class BNPONormalizer(Normalizer):
         stats["clamped_weights"] = float(clamped)
         return adv, stats
 
-    def compute(self, rewards, group_size, data_sources, reward_weights, update):
+    def compute(
+        self,
+        rewards: torch.Tensor,
+        group_size: int,
+        data_sources: Sequence[str] | None,
+        reward_weights: torch.Tensor | None,
+        update: bool,
+    ) -> torch.Tensor:
         if rewards.dim() == 2 and rewards.shape[1] == 1 and self.decompose is None:
             rewards = F.combine_rewards(rewards, reward_weights)  # decompose defaults to on only when F > 1
         if rewards.dim() == 1:
@@ -222,7 +207,14 @@ class EBPONormalizer(Normalizer):
         self.rewards_stats = Welford()
         self.group_mean_stats = Welford()
 
-    def compute(self, rewards, group_size, data_sources, reward_weights, update):
+    def compute(
+        self,
+        rewards: torch.Tensor,
+        group_size: int,
+        data_sources: Sequence[str] | None,
+        reward_weights: torch.Tensor | None,
+        update: bool,
+    ) -> torch.Tensor:
         reward_stats = self.rewards_stats.merged(rewards)
         group_stats = self.group_mean_stats.merged(F.group_mean(rewards, group_size))
         if update:
@@ -268,6 +260,8 @@ class SourceMedianNormalizer(Normalizer):
     Medians interpolate (the mean of the two middle values for an even count).
     """
 
+    requires_data_sources = True
+
     def __init__(self, window: int = 8, center: str = "group_mean", eps: float = 1e-4) -> None:
         super().__init__(eps=eps)
         if window < 0:
@@ -283,7 +277,14 @@ class SourceMedianNormalizer(Normalizer):
         recent = history[-self.window :] if self.window else []
         return [x for past in recent for x in past.get(source, [])]
 
-    def compute(self, rewards, group_size, data_sources, reward_weights, update):
+    def compute(
+        self,
+        rewards: torch.Tensor,
+        group_size: int,
+        data_sources: Sequence[str] | None,
+        reward_weights: torch.Tensor | None,
+        update: bool,
+    ) -> torch.Tensor:
         if data_sources is None:
             raise ValueError(
                 "The 'median' normalizer needs a data source per row: set data_source_column to the dataset "

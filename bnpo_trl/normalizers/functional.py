@@ -2,7 +2,8 @@
 
 Shapes: ``N = P * G`` rows, the ``G`` completions of prompt ``p`` in rows ``p*G ... p*G+G-1``
 (TRL's gathered layout). ``NaN`` marks a reward that was not scored. Every function here is pure:
-running state lives in the classes of :mod:`bnpo_trl.normalizers.builtin`.
+running state lives in the classes of :mod:`bnpo_trl.normalizers.builtin`, which registers the
+stateless estimators here as normalizers directly.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 
 __all__ = [
     "batch_advantages",
+    "beta_from_moments",
     "beta_log_pdf",
     "bnpo_advantages",
     "combine_rewards",
@@ -79,8 +81,9 @@ def _per_row(per_group: torch.Tensor, group_size: int) -> torch.Tensor:
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
-    """GRPO: ``A = (r - mean_g) / (std_g + eps)`` (Shao et al. 2024; TRL ``scale_rewards="group"``).
+    """GRPO (Shao et al. 2024, arXiv 2402.03300): ``A = (r - mean_g) / (std_g + eps)``.
 
+    std_g is the Bessel-corrected std of the group; equals TRL 1.16 ``scale_rewards="group"``.
     (N,) -> (N,). NaN where ``r`` is NaN or its group has fewer than 2 scored rewards (TRL then gives 0).
     """
     if group_size == 1:  # TRL: std is 0 for singleton groups, so the advantage is 0
@@ -91,8 +94,9 @@ def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) 
 
 
 def batch_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
-    """``A = (r - mean_g) / (std_all + eps)``, std_all over the whole batch (TRL ``scale_rewards="batch"``).
+    """``A = (r - mean_g) / (std_all + eps)`` with one std over the whole batch.
 
+    Source: Liu et al. 2025 ("Part I: Tricks or Traps?", arXiv 2508.08221); TRL ``scale_rewards="batch"``.
     (N,) -> (N,). NaN where ``r`` is NaN or the batch has fewer than 2 scored rewards.
     """
     mean = _per_row(group_mean(rewards, group_size), group_size)
@@ -117,10 +121,25 @@ def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     return torch.where(torch.isnan(grouped), grouped, adv).view(-1)
 
 
-def fit_beta_moments(p_hat: torch.Tensor) -> tuple[float, float, bool]:
-    """Method-of-moments Beta(a, b) fit to per-prompt success rates (BNPO, arXiv 2506.02864, Sec. 3).
+def beta_from_moments(mean: float, var: float) -> tuple[float, float, bool]:
+    """Method-of-moments Beta(a, b) with the given mean and variance (BNPO, arXiv 2506.02864, Sec. 3).
 
-    ``mu = mean(p)``, ``v = var(p)`` (n-1); ``a = (mu(1-mu)/v - 1) mu``, ``b = (mu(1-mu)/v - 1)(1-mu)``.
+    ``a = (mu(1-mu)/v - 1) mu``, ``b = (mu(1-mu)/v - 1)(1-mu)``.
+    Returns:
+        ``(a, b, ok)``; ``ok`` is False (and a = b = nan) when ``v`` is not > 0 (no spread, no fit).
+
+    >>> beta_from_moments(0.5, 0.05)
+    (2.0, 2.0, True)
+    """
+    if not var > 0.0:
+        return math.nan, math.nan, False
+    common = mean * (1.0 - mean) / var - 1.0
+    return common * mean, common * (1.0 - mean), True
+
+
+def fit_beta_moments(p_hat: torch.Tensor) -> tuple[float, float, bool]:
+    """:func:`beta_from_moments` of per-prompt success rates: ``mu = mean(p)``, ``v = var(p)`` (n-1).
+
     Args:
         p_hat: (P,) success rates in [0, 1]; NaN entries (unscored prompts) are ignored.
     Returns:
@@ -129,11 +148,7 @@ def fit_beta_moments(p_hat: torch.Tensor) -> tuple[float, float, bool]:
     p = p_hat[~torch.isnan(p_hat)].double()
     if p.numel() < 2:
         return math.nan, math.nan, False
-    mu, var = p.mean().item(), p.var(unbiased=True).item()
-    if not var > 0.0:
-        return math.nan, math.nan, False
-    common = mu * (1.0 - mu) / var - 1.0
-    return common * mu, common * (1.0 - mu), True
+    return beta_from_moments(p.mean().item(), p.var(unbiased=True).item())
 
 
 def beta_log_pdf(p: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:

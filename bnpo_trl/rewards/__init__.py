@@ -13,12 +13,13 @@ processes, hard timeouts, caches), ``cosine``, ``overlong``, ``repetition``, ``b
 from .accuracy import MathVerifier, accuracy, get_verifier
 from .format import boxed_format, think_format
 from .per_source import gsm8k, per_source
-from .pool import VerifierPool, get_pool
+from .pool import PoolSettings, VerifierPool, get_pool
 from .registry import RewardFunc, available_rewards, get_reward_funcs, register_reward, resolve_reward
 from .shaping import cosine, overlong, repetition
 
 __all__ = [
     "MathVerifier",
+    "PoolSettings",
     "RewardFunc",
     "VerifierPool",
     "accuracy",

@@ -34,6 +34,7 @@ The parent enforces the wall-clock deadline itself (it kills and replaces a work
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -42,7 +43,6 @@ import resource
 import signal
 import sys
 import time
-from collections import OrderedDict
 from typing import Any
 
 
@@ -126,19 +126,11 @@ def main() -> None:
     def parse_answer(text: str) -> list[Any]:
         return parse(text, extraction_config=extraction, extraction_mode="first_match", parsing_timeout=None)
 
-    golds: OrderedDict[str, list[Any]] = OrderedDict()
-
+    @functools.lru_cache(maxsize=cache_size)  # a parse that runs out of budget raises: it is not cached
     def parse_gold(gold: str) -> list[Any]:
-        if gold in golds:
-            golds.move_to_end(gold)
-            return golds[gold]
         # A dataset's gold is the answer itself: parse it as the content of a box, so that `2\sqrt{3}`,
         # `[2, 5)` or `y = 2x - 4` keep their meaning (math-verify's default `parse` reads them as 2, 5, 4).
-        parsed = parse_answer("\\boxed{" + gold + "}")
-        golds[gold] = parsed
-        if len(golds) > cache_size:
-            golds.popitem(last=False)
-        return parsed
+        return parse_answer("\\boxed{" + gold + "}")
 
     def handle(request: dict[str, Any]) -> dict[str, Any]:
         if request["op"] == "sleep":

@@ -31,9 +31,11 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .pool import VerifierPool, check_pool_args, get_pool
+from bnpo_trl.answers import last_boxed, normalize_number_spacing, prepare_gold
+
+from .pool import PoolSettings, VerifierPool, get_pool
 from .registry import register_reward
-from .text import Completion, completion_texts, last_boxed, normalize_number_spacing, prepare_gold
+from .text import Completion, completion_texts
 
 __all__ = ["STATUS_SCORES", "MathVerifier", "accuracy", "column_values", "get_verifier", "prediction_text"]
 
@@ -84,6 +86,8 @@ def prediction_text(text: str) -> str | None:
 
 
 class _LRU(OrderedDict):
+    """A bounded LRU map (not ``functools.lru_cache``: misses are filled in batches by the worker pool)."""
+
     def __init__(self, maxsize: int) -> None:
         super().__init__()
         self.maxsize = maxsize
@@ -109,8 +113,8 @@ class MathVerifier:
         cache_size: Entries in the verdict cache (and in the gold cache).
 
     Example:
-        >>> from bnpo_trl.rewards.accuracy import get_verifier
-        >>> get_verifier(workers=1).judge([r"\\frac{1}{2}", "[2, 5)", "x"], [r"\\boxed{0.5}", r"\\boxed{(2, 5)}", ""])
+        >>> from bnpo_trl.rewards import PoolSettings, get_verifier
+        >>> get_verifier(PoolSettings(workers=1)).judge([r"\\frac{1}{2}", "[2, 5)", "x"], [r"\\boxed{0.5}", r"\\boxed{(2, 5)}", ""])
         ['correct', 'wrong', 'no_answer']
     """
 
@@ -180,23 +184,19 @@ class MathVerifier:
         return known  # type: ignore[return-value]
 
 
-_VERIFIERS: dict[tuple[Any, ...], MathVerifier] = {}
+_VERIFIERS: dict[PoolSettings, MathVerifier] = {}
 _VERIFIERS_LOCK = threading.Lock()
 
 
-def get_verifier(
-    workers: int | None = None,
-    timeout: float = 5.0,
-    cpu_timeout: float | None = None,
-    memory_mb: int | None = 4096,
-) -> MathVerifier:
-    """The process-wide :class:`MathVerifier` for these pool settings (shared by ``accuracy``, ``cosine``
-    and ``per_source``, so that a verdict computed by one is a cache hit for the others)."""
-    key = (*check_pool_args(workers, timeout, cpu_timeout, memory_mb), memory_mb)
+def get_verifier(settings: PoolSettings | None = None) -> MathVerifier:
+    """The process-wide :class:`MathVerifier` for these pool settings (default ``PoolSettings()``), shared
+    by ``accuracy``, ``cosine`` and ``per_source``, so that a verdict computed by one is a cache hit for the
+    others."""
+    settings = PoolSettings() if settings is None else settings
     with _VERIFIERS_LOCK:
-        verifier = _VERIFIERS.get(key)
+        verifier = _VERIFIERS.get(settings)
         if verifier is None:
-            verifier = _VERIFIERS[key] = MathVerifier(get_pool(*key))
+            verifier = _VERIFIERS[settings] = MathVerifier(get_pool(settings))
         return verifier
 
 
@@ -228,16 +228,11 @@ def log_counts(log_metric: Callable[[str, float], None] | None, name: str, statu
         log_metric(f"rewards/{name}/{metric}", float(counts[status]))
 
 
-def _validate(
-    gold_column: str = "answer",
-    workers: int | None = None,
-    timeout: float = 5.0,
-    cpu_timeout: float | None = None,
-    memory_mb: int | None = 4096,
-) -> None:
+def _validate(gold_column: str = "answer", **pool_fields: Any) -> PoolSettings:
+    """Check a recipe's kwargs of ``accuracy`` (and ``cosine``); returns the pool settings they give."""
     if not isinstance(gold_column, str) or not gold_column:
         raise ValueError(f"gold_column must be a dataset column name, got {gold_column!r}")
-    check_pool_args(workers, timeout, cpu_timeout, memory_mb)
+    return PoolSettings(**pool_fields)
 
 
 @register_reward("accuracy", validate=_validate)
@@ -279,7 +274,8 @@ def accuracy(
     """
     texts = completion_texts(completions)
     golds = column_values("accuracy", gold_column, len(texts), kwargs)
-    statuses = get_verifier(workers, timeout, cpu_timeout, memory_mb).judge(golds, texts)
+    settings = PoolSettings(workers, timeout, cpu_timeout, memory_mb)
+    statuses = get_verifier(settings).judge(golds, texts)
     log_counts(log_metric, "accuracy", statuses)
     if log_extra is not None:
         log_extra("accuracy_verdict", list(statuses))

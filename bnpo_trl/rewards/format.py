@@ -6,8 +6,10 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from bnpo_trl.answers import box_at
+
 from .registry import register_reward
-from .text import Completion, box_at, completion_texts
+from .text import Completion, completion_texts
 
 __all__ = ["boxed_format", "think_format"]
 

@@ -25,9 +25,11 @@ from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
+from bnpo_trl.answers import last_boxed, text_after_hashes
+
 from .accuracy import column_values, log_counts
 from .registry import RewardSpec, register_reward, resolve_reward
-from .text import Completion, completion_texts, last_boxed
+from .text import Completion, completion_texts
 
 __all__ = ["DEFAULT_MAPPING", "gsm8k", "parse_number", "per_source"]
 
@@ -55,8 +57,9 @@ def _gsm8k_prediction(text: str, strict: bool) -> Fraction | None:
     boxed = last_boxed(text)
     if boxed is not None:
         return parse_number(boxed)
-    if "####" in text:
-        return parse_number(text.rsplit("####", 1)[1])
+    after = text_after_hashes(text)
+    if after is not None:
+        return parse_number(after)
     return None if strict else parse_number(text)
 
 
@@ -88,7 +91,8 @@ def gsm8k(
     statuses = []
     for text, gold in zip(texts, golds, strict=True):
         gold_text = str(gold) if gold is not None else ""
-        gold_number = parse_number(gold_text.rsplit("####", 1)[-1])
+        after = text_after_hashes(gold_text)
+        gold_number = parse_number(gold_text if after is None else after)
         pred = _gsm8k_prediction(text, strict)
         if gold_number is None:
             statuses.append("unparsed_gold")

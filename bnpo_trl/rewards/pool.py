@@ -16,7 +16,7 @@ a replacement; inside the worker a CPU-time budget (default ``timeout / 3``) end
 killing it. See :mod:`bnpo_trl.rewards._worker` for the worker side.
 
 Pools are created lazily (the first :meth:`VerifierPool.run` starts the workers), reused across calls,
-shared per configuration (:func:`get_pool`), closed at interpreter exit, and forgotten (not killed) in a
+shared per :class:`PoolSettings` (:func:`get_pool`), closed at interpreter exit, and forgotten (not killed) in a
 child created by ``os.fork``, which starts its own workers if it needs some.
 
 Example:
@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PoolStats", "VerifierPool", "check_pool_args", "default_workers", "get_pool"]
+__all__ = ["PoolSettings", "PoolStats", "VerifierPool", "default_workers", "get_pool"]
 
 _WORKER_SCRIPT = str(Path(__file__).with_name("_worker.py"))
 #: How long a fresh worker may take to import math-verify before the pool gives up with an error.
@@ -61,23 +61,48 @@ def default_workers() -> int:
     return max(1, min(2, cpus))
 
 
-def check_pool_args(
-    workers: int | None, timeout: float, cpu_timeout: float | None, memory_mb: int | None
-) -> tuple[int, float, float]:
-    """Validate the pool settings; returns ``(workers, timeout, cpu_timeout)`` with defaults filled in."""
-    workers = default_workers() if workers is None else workers
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0:
-        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
-    cpu_timeout = timeout / 3 if cpu_timeout is None else cpu_timeout
-    if not isinstance(cpu_timeout, int | float) or not 0 < cpu_timeout <= timeout:
-        raise ValueError(f"cpu_timeout must be in (0, timeout={timeout}] seconds, got {cpu_timeout!r}")
-    if memory_mb is not None and (not isinstance(memory_mb, int) or memory_mb < 256):
-        raise ValueError(
-            f"memory_mb must be an integer >= 256 (sympy alone needs ~150 MiB) or None, got {memory_mb!r}"
-        )
-    return workers, float(timeout), float(cpu_timeout)
+@dataclass(frozen=True)
+class PoolSettings:
+    """The settings of a verifier pool, validated, with defaults filled in; the key that pools (and the
+    verifiers built on them) are shared by.
+
+    Args:
+        workers: Number of worker processes (default :func:`default_workers`).
+        timeout: Wall-clock seconds a worker has to answer one request; then it is killed and replaced,
+            and the request gets ``{"status": "timeout"}``.
+        cpu_timeout: CPU seconds per request inside the worker (default ``timeout / 3``: a budget hit
+            this way does not cost a worker restart; under CPU contention CPU time runs slower than wall
+            time, hence the margin).
+        memory_mb: Address-space cap of each worker in MiB (``None``: no cap).
+
+    Example:
+        >>> PoolSettings(workers=1, timeout=3)
+        PoolSettings(workers=1, timeout=3.0, cpu_timeout=1.0, memory_mb=4096)
+    """
+
+    workers: int | None = None
+    timeout: float = 5.0
+    cpu_timeout: float | None = None
+    memory_mb: int | None = 4096
+
+    def __post_init__(self) -> None:
+        workers = default_workers() if self.workers is None else self.workers
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        timeout = self.timeout
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0:
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        cpu_timeout = timeout / 3 if self.cpu_timeout is None else self.cpu_timeout
+        if not isinstance(cpu_timeout, int | float) or not 0 < cpu_timeout <= timeout:
+            raise ValueError(f"cpu_timeout must be in (0, timeout={timeout}] seconds, got {cpu_timeout!r}")
+        memory_mb = self.memory_mb
+        if memory_mb is not None and (not isinstance(memory_mb, int) or memory_mb < 256):
+            raise ValueError(
+                f"memory_mb must be an integer >= 256 (sympy alone needs ~150 MiB) or None, got {memory_mb!r}"
+            )
+        object.__setattr__(self, "workers", workers)
+        object.__setattr__(self, "timeout", float(timeout))
+        object.__setattr__(self, "cpu_timeout", float(cpu_timeout))
 
 
 @dataclass
@@ -148,33 +173,29 @@ class VerifierPool:
     """Worker processes that answer verification requests, with a hard wall-clock timeout per request.
 
     Args:
-        workers: Number of worker processes (default :func:`default_workers`).
-        timeout: Wall-clock seconds a worker has to answer one request; then it is killed and replaced,
-            and the request gets ``{"status": "timeout"}``.
-        cpu_timeout: CPU seconds per request inside the worker (default ``timeout / 3``: a budget hit
-            this way does not cost a worker restart; under CPU contention CPU time runs slower than wall
-            time, hence the margin).
-        memory_mb: Address-space cap of each worker in MiB (``None``: no cap).
+        settings: The :class:`PoolSettings`; or give its fields (``workers``, ``timeout``,
+            ``cpu_timeout``, ``memory_mb``) as keyword arguments instead.
         recycle_rss_mb: A worker whose resident memory exceeds this after a request is replaced.
     """
 
     def __init__(
-        self,
-        workers: int | None = None,
-        timeout: float = 5.0,
-        cpu_timeout: float | None = None,
-        memory_mb: int | None = 4096,
-        recycle_rss_mb: int | None = 1024,
+        self, settings: PoolSettings | None = None, *, recycle_rss_mb: int | None = 1024, **fields: Any
     ) -> None:
-        workers, timeout, cpu_timeout = check_pool_args(workers, timeout, cpu_timeout, memory_mb)
-        self.workers = workers
-        self.timeout = float(timeout)
-        self.cpu_timeout = float(cpu_timeout)
-        self.memory_mb = memory_mb
+        if settings is not None and fields:
+            raise TypeError(
+                f"pass either settings or its fields, not both (got settings and {sorted(fields)})"
+            )
+        if settings is not None and not isinstance(settings, PoolSettings):
+            raise TypeError(f"settings must be a PoolSettings, got {type(settings).__name__}")
+        self.settings = settings if settings is not None else PoolSettings(**fields)
+        self.workers = self.settings.workers
+        self.timeout = self.settings.timeout
+        self.cpu_timeout = self.settings.cpu_timeout
+        self.memory_mb = self.settings.memory_mb
         self._config = {
             "cpu_seconds": self.cpu_timeout,
             "backstop_cpu_seconds": self.timeout + 2.0,
-            "memory_mb": memory_mb,
+            "memory_mb": self.memory_mb,
             "recycle_rss_mb": recycle_rss_mb,
         }
         self.stats = PoolStats()
@@ -329,22 +350,18 @@ class VerifierPool:
 
 # ---------------------------------------------------------------------- shared pools
 _LIVE_POOLS: weakref.WeakSet[VerifierPool] = weakref.WeakSet()
-_SHARED: dict[tuple[Any, ...], VerifierPool] = {}
+_SHARED: dict[PoolSettings, VerifierPool] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def get_pool(
-    workers: int | None = None,
-    timeout: float = 5.0,
-    cpu_timeout: float | None = None,
-    memory_mb: int | None = 4096,
-) -> VerifierPool:
-    """The process-wide pool for this configuration (created on first use; its workers start lazily)."""
-    key = (*check_pool_args(workers, timeout, cpu_timeout, memory_mb), memory_mb)
+def get_pool(settings: PoolSettings | None = None) -> VerifierPool:
+    """The process-wide pool for these settings (default ``PoolSettings()``; created on first use, its
+    workers start lazily)."""
+    settings = PoolSettings() if settings is None else settings
     with _SHARED_LOCK:
-        pool = _SHARED.get(key)
+        pool = _SHARED.get(settings)
         if pool is None:
-            pool = _SHARED[key] = VerifierPool(*key)
+            pool = _SHARED[settings] = VerifierPool(settings)
         return pool
 
 

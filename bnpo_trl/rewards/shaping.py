@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .accuracy import STATUS_SCORES, _validate, column_values, get_verifier, log_counts
+from .pool import PoolSettings
 from .registry import register_reward
 from .text import Completion, completion_texts
 
@@ -68,7 +69,7 @@ def _check_cosine(
     max_value_wrong: float = -0.5,
     min_value_correct: float = 0.5,
     max_value_correct: float = 1.0,
-    **verifier_kwargs: Any,
+    **accuracy_kwargs: Any,
 ) -> None:
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
         raise ValueError(f"cosine: max_length must be a positive integer (tokens), got {max_length!r}")
@@ -76,7 +77,7 @@ def _check_cosine(
         raise ValueError("cosine: min_value_correct must be <= max_value_correct")
     if not min_value_wrong <= max_value_wrong:
         raise ValueError("cosine: min_value_wrong must be <= max_value_wrong")
-    _validate(**verifier_kwargs)
+    _validate(**accuracy_kwargs)
 
 
 @register_reward("cosine", validate=_check_cosine)
@@ -117,7 +118,8 @@ def cosine(
     if len(lengths) != len(texts):
         raise ValueError(f"cosine: got {len(lengths)} completion_ids for {len(texts)} completions")
     golds = column_values("cosine", gold_column, len(texts), kwargs)
-    statuses = get_verifier(workers, timeout, cpu_timeout, memory_mb).judge(golds, texts)
+    settings = PoolSettings(workers, timeout, cpu_timeout, memory_mb)
+    statuses = get_verifier(settings).judge(golds, texts)
     log_counts(log_metric, "cosine", statuses)
     rewards: list[float | None] = []
     for status, length in zip(statuses, lengths, strict=True):

@@ -9,16 +9,16 @@ Public API:
 - :func:`build_tokenizer` trains the tokenizer in memory (deterministic: same output every build).
 - :func:`tiny_model_path` builds the model and tokenizer once, saves them with ``save_pretrained``
   into a cache folder (``$BNPO_TRL_CACHE`` or ``~/.cache/bnpo_trl``) and returns the folder path. The
-  folder loads with ``AutoModelForCausalLM.from_pretrained`` and :func:`load_tokenizer`.
-- :func:`load_tokenizer` loads a saved tokenizer with ``PreTrainedTokenizerFast.from_pretrained``
-  (not ``AutoTokenizer``: transformers 5.x maps ``model_type=qwen2`` to ``Qwen2Tokenizer``, which
-  swaps in a different pre-tokenizer than the saved ``tokenizer.json``), padding on the left.
+  folder loads with ``AutoModelForCausalLM.from_pretrained`` and
+  :func:`bnpo_trl.models.load_plain_tokenizer` (not ``AutoTokenizer``: transformers 5.x maps
+  ``model_type=qwen2`` to ``Qwen2Tokenizer``, which swaps in a different pre-tokenizer than the saved
+  ``tokenizer.json``); ``tiny:<sizes>`` names it wherever a model is expected (:mod:`bnpo_trl.models`).
 
 Digits are always split one per token (``pre_tokenizers.Digits(individual_digits=True)`` runs in
 front of the byte-level pre-tokenizer) and the full 256-byte alphabet is in the vocabulary, so any
 text encodes and decodes losslessly.
 
-From the command line, ``python -m bnpo_trl.testing [--hidden-size 128 ...]`` prints the folder path.
+From the command line, ``python -m bnpo_trl.tiny_model [--hidden-size 128 ...]`` prints the folder path.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ __all__ = [
     "TINY_MODEL_VERSION",
     "build_tokenizer",
     "default_cache_dir",
-    "load_tokenizer",
     "tiny_model_path",
 ]
 
@@ -189,31 +188,6 @@ def build_tokenizer(extra_texts: Iterable[str] | None = None) -> PreTrainedToken
     )
 
 
-def load_tokenizer(path: str | os.PathLike[str]) -> PreTrainedTokenizerFast:
-    """Load a tokenizer saved by :func:`tiny_model_path` (or any ``tokenizer.json`` folder).
-
-    Uses ``PreTrainedTokenizerFast.from_pretrained`` so the saved pre-tokenizer (digits split one per
-    token) is kept, pads on the left (needed for batched generation) and makes sure a pad token is set.
-
-    Args:
-        path: A folder holding ``tokenizer.json`` and ``tokenizer_config.json``.
-
-    Returns:
-        The loaded tokenizer.
-    """
-    folder = Path(path)
-    if not (folder / "tokenizer.json").is_file():
-        raise FileNotFoundError(
-            f"No tokenizer.json in {str(folder)!r}. Pass the folder returned by "
-            "bnpo_trl.testing.tiny_model_path() (or any folder saved with tokenizer.save_pretrained)."
-        )
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder), padding_side="left")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = PAD_TOKEN if PAD_TOKEN in tokenizer.get_vocab() else tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    return tokenizer
-
-
 def default_cache_dir() -> Path:
     """The cache folder: ``$BNPO_TRL_CACHE`` if set, else ``~/.cache/bnpo_trl``."""
     env = os.environ.get("BNPO_TRL_CACHE")
@@ -276,12 +250,42 @@ def tiny_model_path(
 
     Returns:
         The path of a folder that loads with ``AutoModelForCausalLM.from_pretrained`` and
-        :func:`load_tokenizer`.
+        :func:`bnpo_trl.models.load_plain_tokenizer`.
     """
     if num_key_value_heads is None:
         num_key_value_heads = num_attention_heads
     if intermediate_size is None:
         intermediate_size = 4 * hidden_size
+    _check_shape(hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads, intermediate_size)
+    spec = _model_spec(
+        hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads, intermediate_size, seed
+    )
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    name = (
+        f"tiny-qwen2-h{hidden_size}-l{num_hidden_layers}-a{num_attention_heads}-kv{num_key_value_heads}"
+        f"-i{intermediate_size}-s{seed}-{TINY_MODEL_VERSION}-{digest}"
+    )
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    dest = root / name
+    if (dest / _MARKER_FILE).is_file():
+        return str(dest)
+    if dest.exists():
+        raise RuntimeError(
+            f"The cache folder {str(dest)!r} exists but is incomplete (no {_MARKER_FILE}); it was not written "
+            "by tiny_model_path. Delete it and call again."
+        )
+
+    _build_atomically(root, name, dest, spec)
+    return str(dest)
+
+
+def _check_shape(
+    hidden_size: int,
+    num_hidden_layers: int,
+    num_attention_heads: int,
+    num_key_value_heads: int,
+    intermediate_size: int,
+) -> None:
     for name, value in [
         ("hidden_size", hidden_size),
         ("num_hidden_layers", num_hidden_layers),
@@ -306,24 +310,9 @@ def tiny_model_path(
             "be even for rotary embeddings; change hidden_size or num_attention_heads."
         )
 
-    spec = _model_spec(
-        hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads, intermediate_size, seed
-    )
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
-    name = (
-        f"tiny-qwen2-h{hidden_size}-l{num_hidden_layers}-a{num_attention_heads}-kv{num_key_value_heads}"
-        f"-i{intermediate_size}-s{seed}-{TINY_MODEL_VERSION}-{digest}"
-    )
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    dest = root / name
-    if (dest / _MARKER_FILE).is_file():
-        return str(dest)
-    if dest.exists():
-        raise RuntimeError(
-            f"The cache folder {str(dest)!r} exists but is incomplete (no {_MARKER_FILE}); it was not written "
-            "by tiny_model_path. Delete it and call again."
-        )
 
+def _build_atomically(root: Path, name: str, dest: Path, spec: dict[str, object]) -> None:
+    """Build into a temporary folder next to ``dest``, then rename it into place (atomic on one disk)."""
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
     try:
@@ -337,12 +326,11 @@ def tiny_model_path(
         except OSError as exc:
             # Another process renamed its complete build into place first: use that one.
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and (dest / _MARKER_FILE).is_file():
-                return str(dest)
+                return
             raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return str(dest)
 
 
 def _build_into(folder: Path, spec: dict[str, object]) -> None:
@@ -380,7 +368,7 @@ def _build_into(folder: Path, spec: dict[str, object]) -> None:
 
 def _main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m bnpo_trl.testing",
+        prog="python -m bnpo_trl.tiny_model",
         description="Build (once) the tiny offline Qwen2 model and tokenizer and print the folder path.",
     )
     parser.add_argument("--hidden-size", type=int, default=64)

@@ -1,4 +1,4 @@
-"""Tests of the offline tiny model and tokenizer builder (bnpo_trl.testing)."""
+"""Tests of the offline tiny model and tokenizer builder (bnpo_trl.tiny_model)."""
 
 from __future__ import annotations
 
@@ -11,30 +11,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from bnpo_trl import testing
-from bnpo_trl.testing import (
+from bnpo_trl import tiny_model
+from bnpo_trl.models import load_plain_tokenizer
+from bnpo_trl.tiny_model import (
     CHAT_TEMPLATE,
     EOS_TOKEN,
     IM_START_TOKEN,
     PAD_TOKEN,
     build_tokenizer,
-    load_tokenizer,
     tiny_model_path,
 )
 from tests.trainer_utils import tiny_grpo_kwargs
 
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
-
-
-@pytest.fixture(scope="session")
-def tiny_path() -> str:
-    """The default tiny model, built once into the helper's own cache and reused across sessions."""
-    return tiny_model_path()
-
-
-@pytest.fixture(scope="session")
-def tokenizer(tiny_path: str):
-    return load_tokenizer(tiny_path)
 
 
 def _messages(question: str, system: str | None = SYSTEM) -> list[dict[str, str]]:
@@ -200,7 +189,7 @@ def test_env_var_sets_default_cache_dir(tmp_path: Path, monkeypatch: pytest.Monk
     path = tiny_model_path(hidden_size=8, num_hidden_layers=1, num_attention_heads=2)
     assert Path(path).parent == tmp_path / "envcache"
     monkeypatch.delenv("BNPO_TRL_CACHE")
-    assert testing.default_cache_dir() == Path.home() / ".cache" / "bnpo_trl"
+    assert tiny_model.default_cache_dir() == Path.home() / ".cache" / "bnpo_trl"
 
 
 def test_concurrent_builds_end_with_one_complete_folder(
@@ -208,13 +197,13 @@ def test_concurrent_builds_end_with_one_complete_folder(
 ) -> None:
     """Two builders racing: both finish their temp build, then both rename; the loser uses the winner's."""
     barrier = threading.Barrier(2, timeout=60)
-    real_build = testing._build_into
+    real_build = tiny_model._build_into
 
     def build_then_wait(folder: Path, spec: dict[str, object]) -> None:
         real_build(folder, spec)
         barrier.wait()
 
-    monkeypatch.setattr(testing, "_build_into", build_then_wait)
+    monkeypatch.setattr(tiny_model, "_build_into", build_then_wait)
     results: list[str] = []
     errors: list[BaseException] = []
 
@@ -261,7 +250,7 @@ def test_invalid_shapes_raise(tmp_path: Path, kwargs: dict[str, int], message: s
 
 def test_load_tokenizer_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="tiny_model_path"):
-        load_tokenizer(tmp_path)
+        load_plain_tokenizer(tmp_path)
 
 
 # -------------------------------------------------------------------------------------------------- TRL
@@ -290,7 +279,7 @@ def test_two_step_grpo_run_on_cpu(tiny_path: str, tmp_path: Path) -> None:
         reward_funcs=contains_answer,
         args=args,
         train_dataset=dataset,
-        processing_class=load_tokenizer(tiny_path),
+        processing_class=load_plain_tokenizer(tiny_path),
     )
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     result = trainer.train()

@@ -1,4 +1,4 @@
-"""The warm-up's stopping rule and plateau schedule, driven by a scripted accuracy sequence; the RL time
+"""Callbacks (bnpo_trl.callbacks): the warm-up's stopping rule and plateau schedule, driven by a scripted accuracy sequence; the RL time
 budget and its learning-rate decay, driven by a scripted clock."""
 
 from __future__ import annotations
@@ -10,16 +10,18 @@ import pytest
 import torch
 from transformers import TrainerControl
 
-from bnpo_trl import warmup
+from bnpo_trl import callbacks
 
 
 def run_checks(monkeypatch, accuracies, target=0.2, max_seconds=1e9):
     scripted = iter(accuracies)
-    monkeypatch.setattr(warmup, "heldout_accuracy", lambda *args, **kwargs: next(scripted))
+    monkeypatch.setattr(callbacks, "heldout_accuracy", lambda *args, **kwargs: next(scripted))
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=1e-3)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # what "constant" builds
-    stopper = warmup._StopOnAccuracy(None, None, None, target, max_seconds, eval_steps=10, max_new_tokens=8)
+    stopper = callbacks.StopOnAccuracyCallback(
+        None, None, None, target, max_seconds, eval_steps=10, max_new_tokens=8
+    )
     lrs = []
     for i in range(len(accuracies)):
         control = TrainerControl()
@@ -39,10 +41,10 @@ def test_stops_at_target(monkeypatch):
 
 
 def test_plateau_halves_learning_rate_at_most_three_times(monkeypatch):
-    P = warmup._StopOnAccuracy.PATIENCE
+    P = callbacks.StopOnAccuracyCallback.PATIENCE
     stopper, lrs, control = run_checks(monkeypatch, [0.05] + [0.05] * (P * 5))
     assert not control.should_training_stop
-    assert stopper.lr_cuts == warmup._StopOnAccuracy.MAX_LR_CUTS == 3
+    assert stopper.lr_cuts == callbacks.StopOnAccuracyCallback.MAX_LR_CUTS == 3
     assert lrs[P - 1] == pytest.approx(1e-3) and lrs[P] == pytest.approx(5e-4)  # cut after P stale checks
     assert lrs[-1] == pytest.approx(1e-3 / 8)
 
@@ -62,11 +64,11 @@ def test_out_of_time_stops_and_reports(monkeypatch):
     [(10.0, 5, 100, False), (31.0, 5, 100, True), (31.0, 100, 100, False)],
 )
 def test_time_budget_stops_training_once_the_budget_is_spent(monkeypatch, elapsed, step, max_steps, stops):
-    monkeypatch.setattr(warmup.time, "perf_counter", lambda: 1000.0 + elapsed)
-    callback = warmup.TimeBudgetCallback(started=1000.0, budget_seconds=30.0)
-    control = callback.on_step_end(
-        None, SimpleNamespace(global_step=step, max_steps=max_steps), TrainerControl()
-    )
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: 1000.0 + elapsed)
+    callback = callbacks.TimeBudgetCallback(started=1000.0, budget_seconds=30.0)
+    state = SimpleNamespace(global_step=step, max_steps=max_steps)
+    callback.on_optimizer_step(None, state, TrainerControl())
+    control = callback.on_step_end(None, state, TrainerControl())
     assert control.should_training_stop is stops
     # at max_steps the run ends anyway: that is not a stop by the budget
     assert callback.stopped_at_step == (step if stops else None)
@@ -77,7 +79,8 @@ def test_time_budget_decay_scales_the_scheduler_rate_by_a_cosine_in_seconds(monk
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=base_lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))  # any LambdaLR
-    callback = warmup.TimeBudgetCallback(started=1000.0, budget_seconds=budget, decay_seconds=decay)
+    callback = callbacks.TimeBudgetCallback(started=1000.0, budget_seconds=budget, decay_seconds=decay)
+    callback.on_train_begin(None, None, TrainerControl(), lr_scheduler=scheduler)
     # the same scale worked out by hand: 1 before the decay window, cos^2(pi/2 * fraction of it) inside it
     expected_scale = {
         10.0: 1.0,
@@ -87,42 +90,51 @@ def test_time_budget_decay_scales_the_scheduler_rate_by_a_cosine_in_seconds(monk
         90.0: 0.5 - 0.5**0.5 / 2,
     }
     for step, elapsed in enumerate([10.0, 60.0, 70.0, 70.0, 80.0, 90.0], start=1):
-        monkeypatch.setattr(warmup.time, "perf_counter", lambda elapsed=elapsed: 1000.0 + elapsed)
-        optimizer.step()
-        scheduler.step()  # the Trainer's order: optimizer, scheduler, then the callbacks' on_step_end
+        monkeypatch.setattr(callbacks.time, "perf_counter", lambda elapsed=elapsed: 1000.0 + elapsed)
         state = SimpleNamespace(global_step=step, max_steps=1000)
-        control = callback.on_step_end(
-            None, state, TrainerControl(), optimizer=optimizer, lr_scheduler=scheduler
-        )
-        want = (
-            base_lr / (1 + step) * expected_scale[elapsed]
-        )  # no compounding: the scheduler recomputes its rate
+        # the Trainer's order: optimizer step, on_optimizer_step, scheduler step, on_step_end
+        optimizer.step()
+        callback.on_optimizer_step(None, state, TrainerControl())
+        scheduler.step()
+        control = callback.on_step_end(None, state, TrainerControl())
+        # the next step's rate: the scheduler's own factor times the scale measured now (no compounding)
+        want = base_lr / (1 + step) * expected_scale[elapsed]
         assert optimizer.param_groups[0]["lr"] == pytest.approx(want, rel=1e-12)
         assert scheduler.get_last_lr() == [pytest.approx(want, rel=1e-12)]  # what the Trainer logs
-        assert (
-            callback.lr_scale == pytest.approx(expected_scale[elapsed]) and not control.should_training_stop
-        )
-    monkeypatch.setattr(warmup.time, "perf_counter", lambda: 1000.0 + budget)
-    control = callback.on_step_end(None, SimpleNamespace(global_step=7, max_steps=1000), TrainerControl(),
-                                   optimizer=optimizer, lr_scheduler=scheduler)  # fmt: skip
-    assert (
-        control.should_training_stop and callback.lr_scale == 0.0 and optimizer.param_groups[0]["lr"] == 0.0
-    )
+        assert callback.lr_scale == pytest.approx(expected_scale[elapsed])
+        assert not control.should_training_stop
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: 1000.0 + budget)
+    state = SimpleNamespace(global_step=7, max_steps=1000)
+    callback.on_optimizer_step(None, state, TrainerControl())
+    scheduler.step()
+    control = callback.on_step_end(None, state, TrainerControl())
+    assert control.should_training_stop and callback.lr_scale == 0.0
+    assert optimizer.param_groups[0]["lr"] == 0.0
+
+
+def test_time_budget_decay_rejects_a_scheduler_it_cannot_compose_with():
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1e-3)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)
+    callback = callbacks.TimeBudgetCallback(started=0.0, budget_seconds=30.0, decay_seconds=10.0)
+    with pytest.raises(ValueError, match="LambdaLR"):
+        callback.on_train_begin(None, None, TrainerControl(), lr_scheduler=plateau)
 
 
 def test_time_budget_without_decay_leaves_the_rate_alone(monkeypatch):
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=1e-3)
-    monkeypatch.setattr(warmup.time, "perf_counter", lambda: 1000.0 + 29.0)
-    callback = warmup.TimeBudgetCallback(started=1000.0, budget_seconds=30.0)
-    callback.on_step_end(
-        None, SimpleNamespace(global_step=1, max_steps=10), TrainerControl(), optimizer=optimizer
-    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: 1000.0 + 29.0)
+    callback = callbacks.TimeBudgetCallback(started=1000.0, budget_seconds=30.0)
+    callback.on_train_begin(None, None, TrainerControl(), lr_scheduler=scheduler)
+    callback.on_optimizer_step(None, SimpleNamespace(global_step=1, max_steps=10), TrainerControl())
+    scheduler.step()
     assert optimizer.param_groups[0]["lr"] == 1e-3 and callback.lr_scale == 1.0
 
 
 def test_time_budget_decay_longer_than_the_budget_covers_the_whole_budget():
-    callback = warmup.TimeBudgetCallback(started=0.0, budget_seconds=30.0, decay_seconds=60.0)
+    callback = callbacks.TimeBudgetCallback(started=0.0, budget_seconds=30.0, decay_seconds=60.0)
     assert callback.decay_seconds == 30.0
     assert (
         callback.scale(0.0) == 1.0
@@ -130,7 +142,7 @@ def test_time_budget_decay_longer_than_the_budget_covers_the_whole_budget():
         and callback.scale(30.0) == 0.0
     )
     with pytest.raises(ValueError, match="must be >= 0"):
-        warmup.TimeBudgetCallback(started=0.0, budget_seconds=30.0, decay_seconds=-1.0)
+        callbacks.TimeBudgetCallback(started=0.0, budget_seconds=30.0, decay_seconds=-1.0)
 
 
 def test_warmup_stop_follows_rank_0(monkeypatch):
@@ -138,12 +150,14 @@ def test_warmup_stop_follows_rank_0(monkeypatch):
     # broadcast, simulated) says neither: the rank must keep training with the others
     import accelerate.utils
 
-    monkeypatch.setattr(warmup, "heldout_accuracy", lambda *args, **kwargs: 0.3)
+    monkeypatch.setattr(callbacks, "heldout_accuracy", lambda *args, **kwargs: 0.3)
     rank0 = {bool: False, float: 0.05}
     monkeypatch.setattr(
         accelerate.utils, "broadcast_object_list", lambda objs, from_process=0: [rank0[type(objs[0])]]
     )
-    stopper = warmup._StopOnAccuracy(None, None, None, 0.2, max_seconds=0.0, eval_steps=10, max_new_tokens=8)
+    stopper = callbacks.StopOnAccuracyCallback(
+        None, None, None, 0.2, max_seconds=0.0, eval_steps=10, max_new_tokens=8
+    )
     for step in (5, 10):
         control = stopper.on_step_end(None, SimpleNamespace(global_step=step), TrainerControl())
         assert not control.should_training_stop

@@ -1,0 +1,174 @@
+"""Trainer callbacks of a run: the warm-up's stop on held-out accuracy, held-out accuracy during RL, and the
+whole run's time budget with its learning-rate decay.
+
+Under several ranks, rank 0's clock and measurements decide and are broadcast every step: a rank that
+stopped one step before the others would leave them waiting in DDP's gradient all-reduce forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+from bnpo_trl.generation import heldout_accuracy
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["HeldoutAccuracyCallback", "StopOnAccuracyCallback", "TimeBudgetCallback"]
+
+
+def _from_rank_0(value: Any) -> Any:
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value], from_process=0)[0]
+
+
+class StopOnAccuracyCallback(TrainerCallback):
+    """Every ``eval_steps`` steps: measure greedy accuracy; stop at the target or when time runs out.
+
+    On a plateau (``PATIENCE`` checks without a gain of ``MIN_GAIN`` over the best accuracy so far) the
+    learning rate is halved, at most ``MAX_LR_CUTS`` times: some seeds stall at a learning rate that works
+    for others.
+    """
+
+    PATIENCE, MAX_LR_CUTS, MIN_GAIN = 4, 3, 0.01
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        dev: Any,
+        reward: Any,
+        target: float,
+        max_seconds: float,
+        eval_steps: int,
+        max_new_tokens: int,
+    ) -> None:
+        self.tokenizer, self.dev, self.reward = tokenizer, dev, reward
+        self.target, self.max_seconds, self.eval_steps = target, max_seconds, eval_steps
+        self.max_new_tokens = max_new_tokens
+        self.started = time.perf_counter()
+        self.accuracy, self.history = 0.0, []
+        self.best, self.stale_checks, self.lr_cuts = 0.0, 0, 0
+
+    def on_step_end(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
+        out_of_time = _from_rank_0(time.perf_counter() - self.started >= self.max_seconds)
+        if state.global_step % self.eval_steps == 0 or out_of_time:
+            accuracy = heldout_accuracy(model, self.tokenizer, self.dev, self.reward, self.max_new_tokens)
+            self.accuracy = _from_rank_0(accuracy)
+            self.history.append((state.global_step, self.accuracy))
+            logger.info("warm-up step %d: held-out accuracy %.1f%%", state.global_step, 100 * self.accuracy)
+            if self.accuracy >= self.target or out_of_time:
+                control.should_training_stop = True
+            elif self.accuracy >= self.best + self.MIN_GAIN:
+                self.best, self.stale_checks = self.accuracy, 0
+            else:
+                self.stale_checks += 1
+                if self.stale_checks >= self.PATIENCE and self.lr_cuts < self.MAX_LR_CUTS and optimizer:
+                    self._halve_learning_rate(optimizer, lr_scheduler)
+        return control
+
+    def _halve_learning_rate(self, optimizer: Any, lr_scheduler: Any) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] *= 0.5
+        if lr_scheduler is not None:  # LambdaLR recomputes lr from base_lrs every step
+            lr_scheduler.base_lrs = [lr * 0.5 for lr in lr_scheduler.base_lrs]
+        self.lr_cuts, self.stale_checks = self.lr_cuts + 1, 0
+        logger.info("warm-up plateau: learning rate halved to %.2e", optimizer.param_groups[0]["lr"])
+
+
+class HeldoutAccuracyCallback(TrainerCallback):
+    """Greedy held-out accuracy (with the ``accuracy`` reward) every ``every`` RL steps (0: only when
+    :meth:`measure` is called, before and after RL).
+
+    Logged as ``heldout/accuracy``; the points are kept in ``curve`` for the run summary and its plot.
+    """
+
+    def __init__(self, tokenizer: Any, heldout: Any, reward: Any, every: int, max_new_tokens: int) -> None:
+        self.tokenizer, self.heldout, self.reward = tokenizer, heldout, reward
+        self.every, self.max_new_tokens = every, max_new_tokens
+        self.curve: list[tuple[int, float]] = []
+
+    def measure(self, model: Any, step: int) -> float:
+        accuracy = heldout_accuracy(model, self.tokenizer, self.heldout, self.reward, self.max_new_tokens)
+        self.curve.append((step, accuracy))
+        return accuracy
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
+            accuracy = self.measure(model, state.global_step)
+            state.log_history.append({"heldout/accuracy": accuracy, "step": state.global_step})
+        return control
+
+
+class TimeBudgetCallback(TrainerCallback):
+    """Stop training once ``budget_seconds`` have passed since ``started`` (a ``time.perf_counter()`` value),
+    optionally decaying the learning rate over the budget's last ``decay_seconds``.
+
+    The decay is a warmup-stable-decay schedule measured in seconds instead of steps (defined by this
+    project): with ``t`` the elapsed time and ``D = decay_seconds``, the configured ``lr_scheduler``'s rate
+    is multiplied by
+
+        scale(t) = 1                                              for t <= budget - D
+        scale(t) = (1 + cos(pi * (t - budget + D) / D)) / 2        for budget - D < t < budget
+
+    so a run stopped by its time budget ends with a learning rate near zero whatever the number of steps
+    the machine managed. A decay longer than the budget covers the whole budget. The scale is composed into
+    the scheduler (each ``LambdaLR`` factor becomes ``factor(step) * scale``): it is measured after every
+    optimizer step, before the scheduler steps, so step ``k + 1`` uses the scale measured after step ``k``
+    and the Trainer's logged ``learning_rate`` is the rate used.
+
+    Rank 0's clock decides and every rank follows, so all ranks stop at the same step with the same
+    learning rate; ``stopped_at_step`` records where it stopped (None: the budget was not reached) and
+    ``lr_scale`` the last scale.
+    """
+
+    def __init__(self, started: float, budget_seconds: float, decay_seconds: float = 0.0) -> None:
+        if decay_seconds < 0:
+            raise ValueError(f"time_budget_decay_seconds must be >= 0 (0: no decay), got {decay_seconds}.")
+        self.started, self.budget_seconds = started, budget_seconds
+        self.decay_seconds = min(decay_seconds, budget_seconds)  # longer than the budget: the whole budget
+        self.stopped_at_step: int | None = None
+        self.lr_scale = 1.0
+        self.elapsed = 0.0
+
+    def scale(self, elapsed: float) -> float:
+        """The learning-rate factor after ``elapsed`` seconds (1.0 without decay)."""
+        if not self.decay_seconds:
+            return 1.0
+        progress = (elapsed - (self.budget_seconds - self.decay_seconds)) / self.decay_seconds
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+
+    def compose_into(self, lr_scheduler: Any) -> None:
+        """Multiply every factor of a ``LambdaLR`` (all of transformers' schedules but
+        ``reduce_lr_on_plateau``) by the current :attr:`lr_scale`."""
+        from torch.optim.lr_scheduler import LambdaLR
+
+        if not isinstance(lr_scheduler, LambdaLR):
+            raise ValueError(
+                f"time_budget_decay_seconds composes with a LambdaLR learning-rate schedule, got "
+                f"{type(lr_scheduler).__name__}: use an lr_scheduler_type such as constant_with_warmup or "
+                "cosine, or set time_budget_decay_seconds to 0."
+            )
+        lr_scheduler.lr_lambdas = [
+            lambda step, factor=factor: factor(step) * self.lr_scale for factor in lr_scheduler.lr_lambdas
+        ]
+
+    def on_train_begin(self, args, state, control, lr_scheduler=None, **kwargs):
+        if self.decay_seconds and lr_scheduler is not None:
+            self.compose_into(lr_scheduler)
+        return control
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.elapsed = _from_rank_0(time.perf_counter() - self.started)
+        self.lr_scale = self.scale(self.elapsed)  # the scheduler steps next and reads it
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.elapsed >= self.budget_seconds and state.global_step < state.max_steps:
+            control.should_training_stop = True
+            self.stopped_at_step = state.global_step
+        return control
