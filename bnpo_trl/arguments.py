@@ -23,6 +23,7 @@ __all__ = [
     "ScriptArguments",
     "WarmupArguments",
     "parse_list",
+    "system_prompt_setting",
 ]
 
 
@@ -51,6 +52,16 @@ def parse_list(value: Any, name: str) -> list:
     if not out:
         raise ValueError(f"{name} must be a non-empty list, got {value!r}.")
     return out
+
+
+def system_prompt_setting(value: str | None) -> str | None:
+    """A recipe's ``system_prompt``: an empty string, ``none`` or ``null`` (as text) mean no system message.
+
+    Examples:
+        >>> system_prompt_setting("null"), system_prompt_setting("Be brief.")
+        (None, 'Be brief.')
+    """
+    return None if value in ("", "none", "null", "None") else value
 
 
 @dataclass
@@ -115,8 +126,7 @@ class DataArguments:
     def __post_init__(self) -> None:
         if self.dataset_mixture is not None:
             self.dataset_mixture = parse_list(self.dataset_mixture, "dataset_mixture")
-        if self.system_prompt in ("", "none", "null", "None"):
-            self.system_prompt = None
+        self.system_prompt = system_prompt_setting(self.system_prompt)
         if self.curriculum not in ("none", "difficulty"):
             raise ValueError(f"curriculum must be 'none' or 'difficulty', got {self.curriculum!r}.")
 

@@ -50,7 +50,7 @@ import numpy as np
 
 from bnpo_trl import models as _models
 from bnpo_trl.answers import last_boxed
-from bnpo_trl.arguments import parse_list
+from bnpo_trl.arguments import parse_list, system_prompt_setting
 from bnpo_trl.data import DEFAULT_SYSTEM_PROMPT
 from bnpo_trl.models import end_of_turn_token_ids, resolve_model_path
 from bnpo_trl.models import load_tokenizer as load_tokenizer_for
@@ -1258,9 +1258,7 @@ def _read_recipe(path: str) -> dict[str, Any]:
         recipe = yaml.safe_load(f) or {}
     if not isinstance(recipe, dict):
         raise ValueError(f"{path}: a recipe is a YAML mapping of settings, got {type(recipe).__name__}.")
-    system_prompt = recipe.get("system_prompt", DEFAULT_SYSTEM_PROMPT)
-    if system_prompt in ("", "none", "null", "None"):  # as the training recipe reads it
-        system_prompt = None
+    system_prompt = system_prompt_setting(recipe.get("system_prompt", DEFAULT_SYSTEM_PROMPT))
     reward: Any = "accuracy"
     for entry in parse_list(recipe.get("reward_funcs", ["accuracy"]), "reward_funcs"):
         if isinstance(entry, Mapping) and entry.get("name") == "accuracy":
