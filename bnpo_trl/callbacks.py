@@ -1,5 +1,5 @@
-"""Trainer callbacks of a run: the warm-up's stop on held-out accuracy, held-out accuracy during RL, and the
-whole run's time budget with its learning-rate decay.
+"""Trainer callbacks of a run: the warm-up's stop on held-out accuracy, held-out accuracy during RL, the
+whole run's time budget with its learning-rate decay, and a checkpoint-then-stop on SIGTERM (preemption).
 
 Under several ranks, rank 0's clock and measurements decide and are broadcast every step: a rank that
 stopped one step before the others would leave them waiting in DDP's gradient all-reduce forever.
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
 from typing import Any
 
@@ -18,7 +20,7 @@ from bnpo_trl.generation import heldout_accuracy
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HeldoutAccuracyCallback", "StopOnAccuracyCallback", "TimeBudgetCallback"]
+__all__ = ["HeldoutAccuracyCallback", "PreemptionCallback", "StopOnAccuracyCallback", "TimeBudgetCallback"]
 
 
 def _from_rank_0(value: Any) -> Any:
@@ -172,3 +174,49 @@ class TimeBudgetCallback(TrainerCallback):
             control.should_training_stop = True
             self.stopped_at_step = state.global_step
         return control
+
+
+class PreemptionCallback(TrainerCallback):
+    """On SIGTERM (what slurm sends before preempting or at the time limit): finish the current optimizer
+    step, save a checkpoint and stop, so that the process exits 0 and a requeued job resumes from it.
+
+    The handler only sets a flag; at every step end the ranks agree on it (an all-reduce of one number, so
+    that every rank saves and stops at the same step even when the signal reached them at different times).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.stopped_at_step: int | None = None
+        self._previous: Any = None
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        logger.warning("SIGTERM received: saving a checkpoint at the end of this step, then stopping.")
+        self.requested = True
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_signal)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def _anyone_requested(self) -> bool:
+        import torch
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return self.requested
+        flag = torch.tensor([float(self.requested)])
+        if dist.get_backend() == "nccl":
+            flag = flag.cuda()
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._anyone_requested():
+            self.requested = True
+            self.stopped_at_step = state.global_step
+            control.should_save = True
+            control.should_training_stop = True

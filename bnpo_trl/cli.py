@@ -22,6 +22,10 @@ USAGE = """usage: bnpo-trl <command> [args]
 commands:
   train --config RECIPE.yaml [--field value ...]   train with NormalizedGRPOTrainer (RECIPE: a file, or a
                                                      shipped one such as recipes/qwen2.5-math-1.5b/bnpo.yaml)
+      --dry-run                                      print the resolved configuration and exit (no model)
+      --smoke                                        run the recipe on CPU with a tiny stand-in model: 2 steps,
+                                                     a checkpoint and a resume; prints what it substituted
+                                                     (docs/smoke.md)
   quickstart [--seed N] [--field value ...]          the offline CPU demo (the shipped quickstart.yaml)
   eval --model PATH_OR_ID [--benchmarks math500,aime24,aime25,amc23] [--n 4] [...]
                                                      pass@1/pass@k on math benchmarks (eval --help)

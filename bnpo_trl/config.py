@@ -9,7 +9,7 @@ from typing import Any
 
 from trl import GRPOConfig
 
-from bnpo_trl.normalizers import resolve_normalizer
+from bnpo_trl.normalizers import get_normalizer
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,21 @@ class NormalizedGRPOConfig(GRPOConfig):
         },
     )
 
+    auto_resume: bool = field(
+        default=False,
+        metadata={
+            "help": "Resume from the newest complete checkpoint in output_dir when there is one (a requeued job "
+            "continues where it stopped); refuse to start over a non-empty output_dir without one."
+        },
+    )
+    allow_fresh_normalizer_state: bool = field(
+        default=False,
+        metadata={
+            "help": "Allow resuming a stateful normalizer (ebpo, median, bnpo with ema or undeclared reward "
+            "ranges) from a checkpoint without normalizer_state.json; its running state then starts fresh."
+        },
+    )
+
     def __post_init__(self) -> None:
         super().__post_init__()
         kwargs: Any = self.normalizer_kwargs
@@ -60,7 +75,9 @@ class NormalizedGRPOConfig(GRPOConfig):
         if not isinstance(kwargs, dict):
             raise ValueError(f"normalizer_kwargs must be a mapping, got {type(kwargs).__name__}.")
         self.normalizer_kwargs = kwargs
-        resolve_normalizer(self.advantage_normalizer)  # unknown name -> ValueError listing the names
+        get_normalizer(
+            self.advantage_normalizer, **kwargs
+        )  # unknown name or option -> ValueError, before loading
         if self.loss_type == "bnpo" and self.advantage_normalizer not in ("bnpo", "beta"):
             logger.info(
                 "loss_type='bnpo' is TRL's token-level loss aggregation, not Beta normalization; advantages "

@@ -22,29 +22,63 @@ from typing import Any
 
 import torch
 from accelerate.utils import gather_object
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 
+from bnpo_trl.checkpoints import (
+    NORMALIZER_STATE_FILE,
+    auto_resume_checkpoint,
+    read_normalizer_state,
+    resolve_resume,
+    write_normalizer_state,
+)
 from bnpo_trl.config import NormalizedGRPOConfig
-from bnpo_trl.normalizers import Normalizer, get_normalizer
+from bnpo_trl.normalizers import Normalizer, get_normalizer, resolve_normalizer
 from bnpo_trl.normalizers.functional import combine_rewards
+from bnpo_trl.rewards import reward_range_of
 
 logger = logging.getLogger(__name__)
 
-NORMALIZER_STATE_FILE = "normalizer_state.json"
+__all__ = ["NORMALIZER_STATE_FILE", "NormalizedGRPOTrainer", "model_card_section"]
+
+#: What each TRL option ignored under a normalizer maps to.
+_REPLACED_OPTIONS = {
+    "scale_rewards": ("group", "advantage_normalizer: group | batch | none (Dr. GRPO)"),
+    "multi_objective_aggregation": (
+        "sum_then_normalize",
+        "advantage_normalizer: bnpo, which decomposes several rewards (normalizer_kwargs: {decompose: true})",
+    ),
+}
 
 
 class NormalizedGRPOTrainer(GRPOTrainer):
     """Drop-in ``GRPOTrainer`` whose advantages come from ``args.advantage_normalizer``.
 
-    Construct it exactly like ``trl.GRPOTrainer``; pass a :class:`NormalizedGRPOConfig` as ``args``.
-    The normalizer's running state is identical on every rank (it only sees gathered rewards) and is
-    saved as ``normalizer_state.json`` in each checkpoint and restored on resume.
+    Construct it exactly like ``trl.GRPOTrainer`` (same parameters); pass a :class:`NormalizedGRPOConfig`
+    as ``args``. The normalizer's running state is identical on every rank (it only sees gathered rewards),
+    is written into each checkpoint before transformers marks it complete, and is restored on resume.
+    A range-based normalizer (``bnpo``) gets the reward functions' declared ranges (``reward_range_of``);
+    undeclared ones (reward models, user functions) are rescaled by their running min and max.
     """
 
     _name = "GRPO (bnpo-trl)"
 
-    def __init__(self, model: Any, reward_funcs: Any, args: GRPOConfig | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: Any,
+        reward_funcs: Any = None,
+        args: GRPOConfig | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        reward_processing_classes: Any = None,
+        callbacks: Any = None,
+        optimizers: Any = (None, None),
+        quantization_config: Any = None,
+        peft_config: Any = None,
+        tools: Any = None,
+        rollout_func: Any = None,
+        environment_factory: Any = None,
+    ) -> None:
         if args is None:
             name = model if isinstance(model, str) else model.config._name_or_path
             args = NormalizedGRPOConfig(output_dir=f"{str(name).split('/')[-1]}-GRPO")
@@ -56,13 +90,54 @@ class NormalizedGRPOTrainer(GRPOTrainer):
         self.normalizer: Normalizer = get_normalizer(self.normalizer_name, **self.normalizer_kwargs)
         self._tag_names = ["trl", "grpo", "bnpo-trl", self.normalizer_name]
         self._captured: dict[str, Any] | None = None
-        super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
-        if self.multi_objective_aggregation != "sum_then_normalize":
+        self._resume_state: dict[str, Any] | None = None  # the state a resume at this step starts from
+        super().__init__(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            reward_processing_classes=reward_processing_classes,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            quantization_config=quantization_config,
+            peft_config=peft_config,
+            tools=tools,
+            rollout_func=rollout_func,
+            environment_factory=environment_factory,
+        )
+        self.normalizer = self._build_normalizer()
+        for option, (default, instead) in _REPLACED_OPTIONS.items():
+            if getattr(args, option, default) != default:
+                logger.warning(
+                    "%s=%r is ignored: advantages come from advantage_normalizer=%r. For the same effect use %s.",
+                    option,
+                    getattr(args, option),
+                    self.normalizer_name,
+                    instead,
+                )
+
+    def _build_normalizer(self) -> Normalizer:
+        """The normalizer, given the reward functions' declared ranges when it takes ``reward_range``."""
+        cls = resolve_normalizer(self.normalizer_name)
+        if not getattr(cls, "uses_reward_range", False) or "reward_range" in self.normalizer_kwargs:
+            return self.normalizer
+        if not self.reward_funcs:
+            return self.normalizer
+        ranges = [reward_range_of(f) for f in self.reward_funcs]
+        undeclared = [name for name, r in zip(self.reward_func_names, ranges, strict=True) if r is None]
+        if undeclared:
             logger.warning(
-                "multi_objective_aggregation=%r is ignored: advantages come from the %r normalizer.",
-                self.multi_objective_aggregation,
+                "Rewards %s declare no reward_range: %r assumes [0, 1] for them and widens it to the running "
+                "min and max of their values (metric normalizer/%s/auto_range_columns). Set normalizer_kwargs reward_range, or the "
+                "function's reward_range attribute, to fix their range.",
+                undeclared,
                 self.normalizer_name,
+                self.normalizer.name,
             )
+        kwargs = {**self.normalizer_kwargs, "reward_range": [list(r) if r else None for r in ranges]}
+        return get_normalizer(self.normalizer_name, **kwargs)
 
     # -- the two overridden steps -------------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -89,6 +164,10 @@ class NormalizedGRPOTrainer(GRPOTrainer):
                 f"The 'median' normalizer needs the dataset column {self.data_source_column!r} on every row; "
                 "add it to the dataset or set data_source_column to the column that names each row's source."
             )
+        if (
+            mode == "train"
+        ):  # a resume inside this generation's steps regenerates them: keep the state before it
+            self._resume_state = json.loads(json.dumps(self.normalizer.state_dict()))
         advantages = self.normalizer(
             rewards,
             group_size=group_size,
@@ -101,11 +180,13 @@ class NormalizedGRPOTrainer(GRPOTrainer):
             raise RuntimeError(f"Got {advantages.shape[0]} gathered rewards for {n_local} local completions.")
         start = self.accelerator.process_index * n_local
         out["advantages"] = advantages[start : start + n_local].to(out["advantages"].device)
-        self._log_normalizer(mode, advantages, rewards, data_sources)
+        self._log_normalizer(mode, advantages, rewards, data_sources, group_size)
         self._captured = None
         return out
 
-    def _log_normalizer(self, mode: str, advantages: torch.Tensor, rewards: torch.Tensor, sources) -> None:
+    def _log_normalizer(
+        self, mode: str, advantages: torch.Tensor, rewards: torch.Tensor, sources, group_size: int
+    ) -> None:
         logged = self._logs["advantages"]  # TRL logged its own advantages for the completions table
         for _ in range(min(advantages.numel(), len(logged))):
             logged.pop()
@@ -114,6 +195,9 @@ class NormalizedGRPOTrainer(GRPOTrainer):
         for key, value in self.normalizer.last_stats.items():
             metrics[f"normalizer/{key}"].append(float(value))
         metrics["normalizer/advantage_abs_mean"].append(advantages.abs().mean().item())
+        # replaces TRL's frac_reward_zero_std, which measures TRL's own std (EBPO gives all-fail groups a signal)
+        zero_signal = advantages.view(-1, group_size).abs().amax(dim=1) == 0
+        metrics["normalizer/zero_signal_fraction"].append(zero_signal.float().mean().item())
         if sources is not None:
             combined = combine_rewards(rewards, self.reward_weights)
             by_source: dict[str, list[int]] = defaultdict(list)
@@ -123,38 +207,61 @@ class NormalizedGRPOTrainer(GRPOTrainer):
                 metrics[f"rewards_by_source/{source}/mean"].append(torch.nanmean(combined[rows]).item())
 
     # -- normalizer state in checkpoints ----------------------------------------------------------------
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """``Trainer.train``, with ``resume_from_checkpoint`` true/``"true"``/``"last"``/path resolved to a
+        complete checkpoint (an incomplete newest one is skipped with a warning) and ``auto_resume``."""
+        needs_state = self.normalizer.stateful and not getattr(
+            self.args, "allow_fresh_normalizer_state", False
+        )
+        checkpoint = resolve_resume(resume_from_checkpoint, self.args.output_dir, needs_state)
+        if checkpoint is None and getattr(self.args, "auto_resume", False):
+            checkpoint = auto_resume_checkpoint(self.args.output_dir, needs_state)
+        return super().train(checkpoint, *args, **kwargs)
+
+    def _normalizer_payload(self) -> dict[str, Any]:
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        mid_generation = self._step % generate_every != 0 and self._resume_state is not None
+        return {
+            "normalizer": self.normalizer_name,
+            "normalizer_kwargs": self.normalizer_kwargs,
+            "global_step": self.state.global_step,
+            "state": self._resume_state if mid_generation else self.normalizer.state_dict(),
+            "before_last_generation": mid_generation,
+        }
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the model, then ``normalizer_state.json`` next to it: inside a checkpoint this happens before
+        transformers writes ``trainer_state.json``, pushes the folder or rotates older checkpoints."""
+        super().save_model(output_dir, _internal_call)
         if self.args.should_save:
-            folder = os.path.join(
-                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            )
-            payload = {
-                "normalizer": self.normalizer_name,
-                "normalizer_kwargs": self.normalizer_kwargs,
-                "state": self.normalizer.state_dict(),
-            }
-            with open(os.path.join(folder, NORMALIZER_STATE_FILE), "w") as f:
-                json.dump(payload, f, indent=1)
+            write_normalizer_state(output_dir or self.args.output_dir, self._normalizer_payload())
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is None:
             return
-        path = os.path.join(checkpoint, NORMALIZER_STATE_FILE)
-        if not os.path.exists(path):
-            logger.warning(
-                "%s has no %s: the normalizer starts from a fresh state.", checkpoint, NORMALIZER_STATE_FILE
-            )
+        # TRL counts micro-steps from 0 after a resume; count from the checkpoint's step so that generations
+        # fall on the same steps as in an uninterrupted run.
+        self._step = self.state.global_step * self.args.gradient_accumulation_steps
+        if not os.path.exists(os.path.join(checkpoint, NORMALIZER_STATE_FILE)):
+            if self.normalizer.stateful and not getattr(self.args, "allow_fresh_normalizer_state", False):
+                raise ValueError(
+                    f"{checkpoint} has no {NORMALIZER_STATE_FILE}: the {self.normalizer_name!r} normalizer's "
+                    "running state would restart from zero. Resume from a checkpoint that has it, or set "
+                    "allow_fresh_normalizer_state: true to start the state fresh."
+                )
+            logger.warning("%s has no %s: the normalizer starts fresh.", checkpoint, NORMALIZER_STATE_FILE)
             return
-        with open(path) as f:
-            payload = json.load(f)
+        payload = read_normalizer_state(checkpoint)
         if payload.get("normalizer") != self.normalizer_name:
             raise ValueError(
                 f"Checkpoint {checkpoint} was trained with advantage_normalizer={payload.get('normalizer')!r}, "
                 f"not {self.normalizer_name!r}; resume with the same normalizer or start a new run."
             )
-        self.normalizer.load_state_dict(payload["state"])
+        try:
+            self.normalizer.load_state_dict(payload["state"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{checkpoint}/{NORMALIZER_STATE_FILE} holds an invalid state: {err}") from err
 
     # -- model card -----------------------------------------------------------------------------------
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
@@ -170,11 +277,30 @@ class NormalizedGRPOTrainer(GRPOTrainer):
                 f.write(model_card_section(self.normalizer_name, self.normalizer_kwargs))
 
 
+_CITATIONS = {
+    "bnpo": """@article{xiao2025bnpo,
+  title   = {{BNPO}: Beta Normalization Policy Optimization},
+  author  = {Xiao, Changyi and Zhang, Mengdi and Cao, Yixin},
+  journal = {arXiv preprint arXiv:2506.02864},
+  year    = {2025}
+}""",
+    "ebpo": """@article{ebpo2026,
+  title   = {{EBPO}: Empirical Bayes Policy Optimization},
+  journal = {arXiv preprint arXiv:2602.05165},
+  year    = {2026}
+}""",
+}
+
+
 def model_card_section(normalizer: str, kwargs: dict[str, Any]) -> str:
-    """The model-card paragraph that records how advantages were computed."""
+    """The model-card paragraph that records how advantages were computed, with the method's citation."""
     options = json.dumps(kwargs, sort_keys=True) if kwargs else "{} (defaults)"
-    return (
+    canonical = resolve_normalizer(normalizer).name
+    text = (
         "\n## Advantage normalization\n\n"
-        f"Trained with [bnpo-trl](https://github.com/bnpo-trl/bnpo-trl)'s `NormalizedGRPOTrainer`: advantages "
-        f"from the `{normalizer}` normalizer, options `{options}`.\n"
+        f"Trained with bnpo-trl's `NormalizedGRPOTrainer` (a TRL plugin): advantages from the `{normalizer}` "
+        f"normalizer, options `{options}`.\n"
     )
+    if canonical in _CITATIONS:
+        text += f"\nCite the `{canonical}` method as:\n\n```bibtex\n{_CITATIONS[canonical]}\n```\n"
+    return text

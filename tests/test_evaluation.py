@@ -39,9 +39,11 @@ from bnpo_trl.evaluation import (
     pass_at_k,
     plan_data_parallel,
     require_vllm,
+    vllm_backend,
     vllm_llm_kwargs,
     vllm_sampling_kwargs,
 )
+from bnpo_trl.evaluation import cli as evaluation_cli
 from bnpo_trl.models import load_plain_tokenizer
 from bnpo_trl.tiny_model import EOS_TOKEN, PAD_TOKEN, tiny_model_path
 from tests.trainer_utils import tiny_grpo_kwargs
@@ -115,6 +117,20 @@ def test_bootstrap_ci_is_a_seeded_percentile_interval() -> None:
     assert bootstrap_ci([0.0, 1.0], n_bootstrap=0) == (0.5, 0.5)
     with pytest.raises(ValueError, match="non-empty"):
         bootstrap_ci([])
+
+
+def test_bootstrap_ci_of_rows_shares_the_resamples() -> None:
+    rows = np.array([[1.0, 0.0, 0.0, 1.0, 1.0], [0.5, 0.25, 0.0, 1.0, 0.75]])
+    both = bootstrap_ci(rows, n_bootstrap=300, seed=4)
+    assert both == [bootstrap_ci(row, n_bootstrap=300, seed=4) for row in rows]  # same draws per row
+    assert bootstrap_ci(rows, n_bootstrap=0) == [(0.6, 0.6), (0.5, 0.5)]
+    with pytest.raises(ValueError, match="non-empty"):
+        bootstrap_ci(np.zeros((2, 2, 2)))
+    correct = [[True, False], [False, False], [True, True], [False, True]]
+    tables = ([[1, 1]] * 4, [["correct", "wrong"]] * 4, [[True, True]] * 4)
+    m = benchmark_metrics(correct, *tables, n_bootstrap=200, seed=1)
+    per_k = [[pass_at_k(2, sum(r), k) for r in correct] for k in (1, 2)]
+    assert list(m["ci95"].values()) == [list(ci) for ci in bootstrap_ci(per_k, n_bootstrap=200, seed=1)]
 
 
 def test_benchmark_metrics_by_hand() -> None:
@@ -205,6 +221,12 @@ def test_load_benchmarks_reads_two_schemas_and_plain_files(tmp_path) -> None:
         load_benchmarks(str(tmp_path / "missing.jsonl"))
 
 
+def test_load_benchmarks_arithmetic_is_offline_and_sized() -> None:
+    assert len(load_benchmarks("arithmetic")["arithmetic"].dataset) == 200  # its test split
+    loaded = load_benchmarks("arithmetic", system_prompt=None, limit=3)["arithmetic"]
+    assert len(loaded.dataset) == 3 and loaded.problems[0].startswith("What is ")
+
+
 # ---------------------------------------------------------------------------- tokenizers, models, stops
 
 
@@ -282,9 +304,9 @@ def test_generate_keeps_order_and_controls_sampling(tiny_path, tokenizer) -> Non
 
 
 def test_vllm_missing_gives_a_clear_error(monkeypatch, tiny_path, tokenizer) -> None:
-    real_find_spec = evaluation.importlib.util.find_spec
+    real_find_spec = vllm_backend.importlib.util.find_spec
     monkeypatch.setattr(
-        evaluation.importlib.util,
+        vllm_backend.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "vllm" else real_find_spec(name, *a),
     )
@@ -296,7 +318,7 @@ def test_vllm_missing_gives_a_clear_error(monkeypatch, tiny_path, tokenizer) -> 
         evaluation.main(
             ["--model", tiny_path, "--benchmarks", MATH500, "--backend", "vllm", "--output", "/nonexistent"]
         )
-    assert evaluation._choose_backend("auto") == "transformers"
+    assert evaluation_cli._choose_backend("auto") == "transformers"
 
 
 def test_vllm_arguments() -> None:
@@ -673,6 +695,64 @@ def test_cli_argument_errors(tiny_path) -> None:
         evaluation.main(["--benchmarks", MATH500])
     with pytest.raises(SystemExit, match="--k must be in"):
         evaluation.main(["--model", tiny_path, "--n", "2", "--k", "1,4", "--backend", "transformers"])
+
+
+def test_eval_arguments_from_flags_config_and_recipe(tmp_path) -> None:
+    parse_args = evaluation_cli.parse_args
+    args = parse_args(["--model", "m"])
+    assert (args.benchmarks, args.n, args.temperature, args.top_p, args.backend) == (
+        "math500,aime24,aime25,amc23",
+        4,
+        0.6,
+        0.95,
+        "auto",
+    )
+    assert args.max_new_tokens is None and args.recipe is None and args.bootstrap == 1000
+    assert not args.trust_remote_code and not args.no_progress
+    flags = parse_args(["--model", "m", "--top-p", "0.5", "--no_progress", "--trust_remote_code"])
+    assert flags.top_p == 0.5 and flags.no_progress and flags.trust_remote_code  # dashed names work too
+    # An eval config: its keys are EvalArguments fields; flags override it.
+    config = tmp_path / "eval.yaml"
+    config.write_text("model: tiny:hidden_size=64\nn: 8\nk: '1,8'\nbackend: transformers\n")
+    args = parse_args(["--config", str(config), "--n", "16"])
+    assert (args.model, args.n, args.k, args.backend, args.recipe) == (
+        "tiny:hidden_size=64",
+        16,
+        "1,8",
+        "transformers",
+        None,
+    )
+    # A training recipe given as --config (keys that are not eval options) is the recipe.
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model_name_or_path: some/model\nsystem_prompt: null\nlearning_rate: 1.0e-6\n")
+    args = parse_args(["--config", str(recipe), "--n", "2"])
+    assert args.recipe == str(recipe) and args.n == 2 and args.model is None
+    assert parse_args(["--recipe", str(recipe)]).recipe == str(recipe)
+    with pytest.raises(SystemExit, match="two recipes"):
+        parse_args(["--config", str(recipe), "--recipe", str(config)])
+    read = evaluation_cli._read_recipe(str(recipe))
+    assert read["model"] == "some/model" and read["system_prompt"] is None and read["reward"] == "accuracy"
+    with pytest.raises(SystemExit, match="--model"):  # --recipe without model_name_or_path, no --model
+        evaluation.main(["--recipe", str(config)])
+
+
+def test_backends_share_one_protocol_and_the_worker_is_standalone() -> None:
+    import ast
+
+    from bnpo_trl.evaluation import Backend, TransformersBackend, core, make_backend
+    from bnpo_trl.evaluation.vllm_backend import _WORKER
+
+    assert all(callable(getattr(cls, "generate", None)) for cls in (TransformersBackend, VLLMBackend))
+    assert make_backend(backend := SimpleNamespace(), None, None) is backend  # an object is used as is
+    assert isinstance(TransformersBackend(SimpleNamespace(), None), Backend)
+    assert "VLLMBackend" not in Path(core.__file__).read_text()  # the orchestrator does not switch on type
+    with pytest.raises(ValueError, match="Unknown backend"):
+        make_backend("tpu", None, None)
+    tree = ast.parse(_WORKER.read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported <= set(sys.stdlib_module_names) | {"vllm", "__future__"}
+    assert not any(p.name == "vllm.py" for p in _WORKER.parent.iterdir())  # nothing to shadow vLLM
 
 
 # ---------------------------------------------------------------------------------------- the callback

@@ -6,8 +6,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -146,6 +148,7 @@ def fake_slurm(tmp_path: Path) -> dict:
     log = tmp_path / "calls.log"
     _write_exe(
         bin_dir / "scontrol",
+        'if [[ "$1" == requeue ]]; then echo "scontrol requeue $2" >> "$FAKE_LOG"; exit 0; fi\n'
         '[[ "$1 $2" == "show hostnames" ]] || exit 1\n'
         'case "$3" in "gpu-[01-03]") printf "gpu-01\\ngpu-02\\ngpu-03\\n" ;; "gpu-07") echo gpu-07 ;; *) exit 1 ;; esac\n',
     )
@@ -155,7 +158,10 @@ def fake_slurm(tmp_path: Path) -> dict:
         'while [[ $# -gt 0 && "$1" == --* ]]; do\n'
         '  case "$1" in --ntasks=*) ntasks="${1#*=}" ;; --nodelist=*) nodelist="${1#*=}" ;; esac; shift\n'
         "done\n"
-        'for ((i = 0; i < ntasks; i++)); do SLURM_PROCID=$i SRUN_NODELIST=$nodelist "$@"; done\n',
+        # like srun: the tasks run side by side and a SIGTERM to srun reaches each of them
+        'pids=(); for ((i = 0; i < ntasks; i++)); do SLURM_PROCID=$i SRUN_NODELIST=$nodelist "$@" & pids+=($!); done\n'
+        'trap \'kill -TERM "${pids[@]}" 2>/dev/null\' TERM\n'
+        'for p in "${pids[@]}"; do while kill -0 "$p" 2>/dev/null; do wait "$p"; done; done\n',
     )
     # The fake /health answers once the fake server has started (as the real one would).
     health_wait = (
@@ -165,8 +171,8 @@ def fake_slurm(tmp_path: Path) -> dict:
         _write_exe(
             bin_dir / tool,
             (health_wait if tool == "curl" else "")
-            + f'printf "%s nodes=%s procid=%s" {tool} "$SRUN_NODELIST" "$SLURM_PROCID" >> "$FAKE_LOG"\n'
-            'for a in "$@"; do printf " [%s]" "$a" >> "$FAKE_LOG"; done; echo >> "$FAKE_LOG"\n',
+            + f'line="{tool} nodes=$SRUN_NODELIST procid=$SLURM_PROCID"\n'
+            'for a in "$@"; do line+=" [$a]"; done; echo "$line" >> "$FAKE_LOG"\n',  # one write: tasks run at once
         )
     env = {
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
@@ -220,6 +226,7 @@ def test_slurm_dry_run_prints_server_and_training_commands(fake_slurm: dict) -> 
         assert _flag(line, "--use_vllm") == "true"
         assert _flag(line, "--vllm_mode") == "server"
         assert _flag(line, "--vllm_server_host") == "gpu-03"
+        assert _flag(line, "--auto_resume") == "true"  # a requeued job continues from its checkpoint
     (srun_line,) = [line for line in out.splitlines() if line.startswith("[train] ")]
     assert "--nodelist=gpu-01,gpu-02" in srun_line and "--ntasks=2" in srun_line
     assert "\\$SLURM_PROCID" in srun_line  # expanded by each task, not by the batch script
@@ -302,3 +309,32 @@ def test_slurm_real_path_with_fake_srun(fake_slurm: dict) -> None:
         assert f"[--machine_rank] [{rank}]" in call
         assert "[--model_name_or_path] [my model]" in call
         assert call.endswith("[--seed] [3]")
+
+
+def test_slurm_sigterm_is_forwarded_then_the_job_requeues(fake_slurm: dict, tmp_path: Path) -> None:
+    """SIGTERM to the batch script (slurm's --signal=B:TERM): the training step gets it, finishes (here: the
+    fake launcher exits 0 on TERM, as bnpo_trl.train does after its checkpoint), and the job is requeued."""
+    bin_dir = Path(fake_slurm["env"]["PATH"].split(os.pathsep)[0])
+    _write_exe(
+        bin_dir / "accelerate",
+        'trap \'echo "accelerate got TERM" >> "$FAKE_LOG"; exit 0\' TERM\n'
+        'echo "accelerate started" >> "$FAKE_LOG"\n'
+        "for _ in $(seq 600); do sleep 0.1; done\n",
+    )
+    proc = subprocess.Popen(
+        ["bash", str(SLURM), "--no-vllm", "--model", "m", "--recipe", "recipe.yaml"],
+        env={**fake_slurm["env"], "SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": "gpu-07", "SLURM_NNODES": "1"},
+        cwd=fake_slurm["submit"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for _ in range(200):
+        if fake_slurm["log"].exists() and "accelerate started" in fake_slurm["log"].read_text():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    calls = fake_slurm["log"].read_text().splitlines()
+    assert "scontrol requeue 42" in calls and "requeueing job 42" in out

@@ -46,6 +46,8 @@ class Normalizer:
     decomposes: bool = False
     #: True when it cannot work without one data source per row (the trainer then checks the column).
     requires_data_sources: bool = False
+    #: True when it takes ``reward_range`` (the trainer then passes the reward functions' declared ranges).
+    uses_reward_range: bool = False
 
     def __init__(self, eps: float = 1e-4) -> None:
         if not eps >= 0:
@@ -111,6 +113,11 @@ class Normalizer:
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable running state ({} for stateless normalizers)."""
         return {}
+
+    @property
+    def stateful(self) -> bool:
+        """True when the advantages depend on earlier batches (a resume must restore the state)."""
+        return bool(self.state_dict())
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:

@@ -47,15 +47,23 @@ class BNPONormalizer(Normalizer):
     ``(pi/8) (r - p_g) / sqrt(p_g(1 - p_g))``, GRPO with the population std times pi/8.
 
     Fallback (counted in ``bnpo/fallbacks``): fewer than 2 scored groups or ``v = 0`` -> alpha = beta = 1.
+    Ranges: ``reward_range`` is one ``(lo, hi)``, or one per reward function (decomposition), where ``None``
+    means *undeclared*: that column's range starts as [0, 1] and widens to the running min and max of every
+    reward it has produced (defined by this project; kept in the state, counted in
+    ``bnpo/auto_range_columns``), so 0/1 rewards get the paper's normalization and unbounded ones train. Without
+    decomposition, several ranges combine as ``sum_k w_k [lo_k, hi_k]`` (0 included: TRL sums unscored
+    columns as 0). The trainer fills ``reward_range`` from the reward functions' declared ranges.
     Options: fixed ``alpha``/``beta`` (ablations); ``decompose`` (default: on when F > 1) normalizes each
     reward column with its own fit and combines ``sum_k w_k A_k / sum_k w_k`` over the scored columns
     (the paper's advantage decomposition, Eq. 17); ``ema`` in [0, 1) smooths (mu, v) across steps
     (``m_t = ema m_{t-1} + (1 - ema) m``; 0 = off, faithful to the paper).
     """
 
+    uses_reward_range = True
+
     def __init__(
         self,
-        reward_range: Sequence[float] | Sequence[Sequence[float]] = (0.0, 1.0),
+        reward_range: Sequence[float] | Sequence[Sequence[float] | None] | None = (0.0, 1.0),
         alpha: float | None = None,
         beta: float | None = None,
         decompose: bool | None = None,
@@ -81,18 +89,43 @@ class BNPONormalizer(Normalizer):
         self.ema = float(ema)
         self.max_weight = float(max_weight)
         self._moments: dict[str, list[float]] = {}  # column -> smoothed [mu, v]
+        self._seen: dict[str, list[float]] = {}  # column -> running [min, max] (undeclared ranges)
 
     @staticmethod
-    def _parse_ranges(reward_range: Any) -> list[tuple[float, float]]:
-        pairs = [reward_range] if not isinstance(reward_range[0], Sequence) else list(reward_range)
-        ranges = [(float(lo), float(hi)) for lo, hi in pairs]
-        for lo, hi in ranges:
+    def _parse_ranges(reward_range: Any) -> list[tuple[float, float] | None]:
+        if reward_range is None or reward_range == "auto":
+            return [None]
+        if isinstance(reward_range, str) or not isinstance(reward_range, Sequence) or not reward_range:
+            raise ValueError(f"reward_range must be (lo, hi) or a list of them, got {reward_range!r}.")
+        single = not any(r is None or isinstance(r, Sequence) for r in reward_range)
+        ranges: list[tuple[float, float] | None] = []
+        for pair in [reward_range] if single else list(reward_range):
+            if pair is None or pair == "auto":
+                ranges.append(None)
+                continue
+            lo, hi = (float(x) for x in pair)
             if not hi > lo:
                 raise ValueError(f"reward_range must be (lo, hi) with hi > lo, got {(lo, hi)}.")
+            ranges.append((lo, hi))
         return ranges
 
-    def _rescale(self, rewards: torch.Tensor, column: int) -> torch.Tensor:
-        lo, hi = self.ranges[column if len(self.ranges) > 1 else 0]
+    def _range(
+        self, rewards: torch.Tensor, declared: tuple[float, float] | None, key: str, update: bool
+    ) -> tuple[float, float]:
+        if declared is not None:
+            return declared
+        finite = rewards[torch.isfinite(rewards)]
+        lo, hi = self._seen.get(key, [0.0, 1.0])
+        if finite.numel():
+            lo, hi = min(lo, finite.min().item()), max(hi, finite.max().item())
+        if update:
+            self._seen[key] = [lo, hi]
+        return lo, hi
+
+    def _rescale(
+        self, rewards: torch.Tensor, declared: tuple[float, float] | None, key: str, update: bool
+    ) -> torch.Tensor:
+        lo, hi = self._range(rewards, declared, key, update)
         scaled = (rewards - lo) / (hi - lo)
         tol = 1e-6
         bad = (scaled < -tol) | (scaled > 1 + tol)
@@ -126,14 +159,20 @@ class BNPONormalizer(Normalizer):
         return a, b, max(1.0, 1.0 + a / 3.0), max(1.0, 1.0 + b / 3.0), False
 
     def _column(
-        self, rewards: torch.Tensor, group_size: int, column: int, key: str, update: bool
+        self,
+        rewards: torch.Tensor,
+        group_size: int,
+        declared: tuple[float, float] | None,
+        key: str,
+        update: bool,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        scaled = self._rescale(rewards, column)
+        scaled = self._rescale(rewards, declared, key, update)
         p_g = F.group_mean(scaled, group_size)
         a, b, alpha, beta, fell_back = self._fit(p_g, key, update)
         adv, clamped = F.bnpo_advantages(scaled, group_size, alpha, beta, self.max_weight)
         stats = {"a": a, "b": b, "alpha": alpha, "beta": beta, "fallbacks": float(fell_back)}
         stats["clamped_weights"] = float(clamped)
+        stats["auto_range_columns"] = float(declared is None)
         return adv, stats
 
     def compute(
@@ -147,11 +186,8 @@ class BNPONormalizer(Normalizer):
         if rewards.dim() == 2 and rewards.shape[1] == 1 and self.decompose is None:
             rewards = F.combine_rewards(rewards, reward_weights)  # decompose defaults to on only when F > 1
         if rewards.dim() == 1:
-            if len(self.ranges) > 1:
-                raise ValueError(
-                    "reward_range lists one range per reward function; use decompose with (N, F)."
-                )
-            adv, stats = self._column(rewards, group_size, 0, "combined", update)
+            declared = self._combined_range(reward_weights) if len(self.ranges) > 1 else self.ranges[0]
+            adv, stats = self._column(rewards, group_size, declared, "combined", update)
             self.last_stats = {f"bnpo/{k}": v for k, v in stats.items()}
             return adv
         num_funcs = rewards.shape[1]
@@ -161,7 +197,8 @@ class BNPONormalizer(Normalizer):
         weights = weights.to(rewards)
         columns, per_column = [], []
         for k in range(num_funcs):
-            adv_k, stats = self._column(rewards[:, k], group_size, k, f"col{k}", update)
+            declared = self.ranges[k if len(self.ranges) > 1 else 0]
+            adv_k, stats = self._column(rewards[:, k], group_size, declared, f"col{k}", update)
             columns.append(adv_k)
             per_column.append(stats)
             self.last_stats.update({f"bnpo/{name}/{k}": v for name, v in stats.items()})
@@ -176,13 +213,33 @@ class BNPONormalizer(Normalizer):
             self.last_stats[f"bnpo/{name}"] = sum(s[name] for s in per_column) / num_funcs
         self.last_stats["bnpo/fallbacks"] = sum(s["fallbacks"] for s in per_column)
         self.last_stats["bnpo/clamped_weights"] = sum(s["clamped_weights"] for s in per_column)
+        self.last_stats["bnpo/auto_range_columns"] = sum(s["auto_range_columns"] for s in per_column)
         return combined
 
+    def _combined_range(self, reward_weights: torch.Tensor | None) -> tuple[float, float] | None:
+        """The range of ``sum_k w_k r_k`` (0 included), or ``None`` when a column's range is undeclared."""
+        weights = [1.0] * len(self.ranges) if reward_weights is None else reward_weights.tolist()
+        if len(weights) != len(self.ranges):
+            raise ValueError(
+                f"reward_range has {len(self.ranges)} ranges for {len(weights)} reward functions."
+            )
+        if any(r is None for r in self.ranges):
+            return None
+        lo = sum(min(w * a, w * b, 0.0) for w, (a, b) in zip(weights, self.ranges, strict=True))
+        hi = sum(max(w * a, w * b, 0.0) for w, (a, b) in zip(weights, self.ranges, strict=True))
+        return (lo, hi) if hi > lo else None
+
     def state_dict(self) -> dict[str, Any]:
-        return {"ema_moments": {k: list(v) for k, v in self._moments.items()}} if self.ema > 0 else {}
+        state: dict[str, Any] = {}
+        if self.ema > 0:
+            state["ema_moments"] = {k: list(v) for k, v in self._moments.items()}
+        if None in self.ranges:
+            state["seen_range"] = {k: list(v) for k, v in self._seen.items()}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._moments = {k: [float(x) for x in v] for k, v in state.get("ema_moments", {}).items()}
+        self._seen = {k: [float(x) for x in v] for k, v in state.get("seen_range", {}).items()}
 
 
 @register_normalizer("ebpo")

@@ -14,7 +14,14 @@ from .accuracy import MathVerifier, accuracy, get_verifier
 from .format import boxed_format, think_format
 from .per_source import gsm8k, per_source
 from .pool import PoolSettings, VerifierPool, get_pool
-from .registry import RewardFunc, available_rewards, get_reward_funcs, register_reward, resolve_reward
+from .registry import (
+    RewardFunc,
+    available_rewards,
+    get_reward_funcs,
+    register_reward,
+    resolve_reward,
+    reward_range_of,
+)
 from .shaping import cosine, overlong, repetition
 
 __all__ = [
@@ -35,5 +42,6 @@ __all__ = [
     "register_reward",
     "repetition",
     "resolve_reward",
+    "reward_range_of",
     "think_format",
 ]

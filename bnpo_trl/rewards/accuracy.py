@@ -235,7 +235,7 @@ def _validate(gold_column: str = "answer", **pool_fields: Any) -> PoolSettings:
     return PoolSettings(**pool_fields)
 
 
-@register_reward("accuracy", validate=_validate)
+@register_reward("accuracy", validate=_validate, reward_range=(0.0, 1.0))
 def accuracy(
     completions: Sequence[Completion],
     *,

@@ -27,7 +27,7 @@ def _one_final_box(text: str) -> bool:
     return bool(text[start:end].strip()) and _AFTER_BOX.fullmatch(text, end + 1) is not None
 
 
-@register_reward("boxed_format")
+@register_reward("boxed_format", reward_range=(0.0, 1.0))
 def boxed_format(completions: Sequence[Completion], **kwargs: Any) -> list[float]:
     r"""1.0 if the completion has exactly one ``\boxed{...}``, non-empty and at the end (only spaces, ``$``,
     ``\]``, ``\)`` or ``.`` after it), else 0.0. Extra closing braces after the box (``\boxed{35}}}}``, a
@@ -61,7 +61,7 @@ def _think_ok(text: str, prefilled: bool) -> bool:
     )
 
 
-@register_reward("think_format")
+@register_reward("think_format", reward_range=(0.0, 1.0))
 def think_format(completions: Sequence[Completion], *, prefilled: bool = False, **kwargs: Any) -> list[float]:
     """1.0 if the completion is ``<think>reasoning</think>answer``: one ``<think>`` at the start, one
     ``</think>``, non-empty reasoning and a non-empty answer after it; else 0.0.

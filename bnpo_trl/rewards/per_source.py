@@ -28,7 +28,7 @@ from typing import Any
 from bnpo_trl.answers import last_boxed, text_after_hashes
 
 from .accuracy import column_values, log_counts
-from .registry import RewardSpec, register_reward, resolve_reward
+from .registry import RewardSpec, register_reward, resolve_reward, reward_range_of
 from .text import Completion, completion_texts
 
 __all__ = ["DEFAULT_MAPPING", "gsm8k", "parse_number", "per_source"]
@@ -63,7 +63,7 @@ def _gsm8k_prediction(text: str, strict: bool) -> Fraction | None:
     return None if strict else parse_number(text)
 
 
-@register_reward("gsm8k")
+@register_reward("gsm8k", reward_range=(0.0, 1.0))
 def gsm8k(
     completions: Sequence[Completion],
     *,
@@ -134,7 +134,17 @@ def _subset(value: Any, rows: list[int], n: int) -> Any:
     return value
 
 
-@register_reward("per_source", validate=_check_per_source)
+def _per_source_range(
+    mapping: Mapping[str, RewardSpec] | None = None, **_: Any
+) -> tuple[float, float] | None:
+    """The union of the mapped rewards' ranges; ``None`` when one of them declares none."""
+    ranges = [reward_range_of(resolve_reward(spec)) for _, spec in _mapping(mapping)]
+    if any(r is None for r in ranges):
+        return None
+    return min(lo for lo, _ in ranges), max(hi for _, hi in ranges)
+
+
+@register_reward("per_source", validate=_check_per_source, reward_range=_per_source_range)
 def per_source(
     completions: Sequence[Completion],
     *,

@@ -22,7 +22,14 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["RewardFunc", "available_rewards", "get_reward_funcs", "register_reward", "resolve_reward"]
+__all__ = [
+    "RewardFunc",
+    "available_rewards",
+    "get_reward_funcs",
+    "register_reward",
+    "resolve_reward",
+    "reward_range_of",
+]
 
 #: TRL's reward signature: ``f(prompts=..., completions=..., completion_ids=..., **columns) -> list``.
 RewardFunc = Callable[..., list[float | None]]
@@ -35,15 +42,21 @@ _RESERVED = frozenset(
 
 _REGISTRY: dict[str, RewardFunc] = {}
 _VALIDATORS: dict[str, Callable[..., None]] = {}
+_RANGES: dict[str, Callable[..., tuple[float, float] | None]] = {}
+
+#: A reward's declared range: a fixed ``(lo, hi)``, or ``f(**recipe_kwargs) -> (lo, hi) | None``.
+RangeSpec = tuple[float, float] | Callable[..., "tuple[float, float] | None"]
 
 
 def register_reward(
-    name: str, *, validate: Callable[..., None] | None = None
+    name: str, *, validate: Callable[..., None] | None = None, reward_range: RangeSpec | None = None
 ) -> Callable[[RewardFunc], RewardFunc]:
     """Register a reward function under ``name`` (a decorator; the function is returned unchanged).
 
     ``validate(**kwargs)``, if given, is called by :func:`get_reward_funcs` with the recipe's kwargs and
-    should raise ``ValueError`` naming the fix.
+    should raise ``ValueError`` naming the fix. ``reward_range`` declares the values the reward can take,
+    ``(lo, hi)`` or a function of the recipe's kwargs; :func:`resolve_reward` stores it as the returned
+    callable's ``reward_range`` attribute, which the trainer hands to range-based normalizers (``bnpo``).
 
     Example:
         >>> from bnpo_trl.rewards import register_reward, get_reward_funcs
@@ -70,6 +83,9 @@ def register_reward(
         _REGISTRY[name] = func
         if validate is not None:
             _VALIDATORS[name] = validate
+        if reward_range is not None:
+            _RANGES[name] = reward_range if callable(reward_range) else lambda **_: reward_range
+            func.reward_range = _checked_range(name, _RANGES[name]())  # type: ignore[attr-defined]
         return func
 
     return decorator
@@ -187,7 +203,39 @@ def resolve_reward(spec: RewardSpec) -> RewardFunc:
     _check_kwargs(name, func, kwargs)
     if name in _VALIDATORS:
         _VALIDATORS[name](**kwargs)
-    return functools.partial(func, **kwargs) if kwargs else func
+    if not kwargs:
+        return func
+    bound = functools.partial(func, **kwargs)
+    if name in _RANGES:
+        bound.reward_range = _checked_range(name, _RANGES[name](**kwargs))  # type: ignore[attr-defined]
+    return bound
+
+
+def _checked_range(name: str, value: Any) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    lo, hi = (float(x) for x in value)
+    if not hi >= lo:
+        raise ValueError(f"reward {name!r}: its range must be (lo, hi) with hi >= lo, got {value!r}")
+    return lo, hi
+
+
+def reward_range_of(func: Any) -> tuple[float, float] | None:
+    """The ``(lo, hi)`` a reward function declares (its ``reward_range`` attribute), or ``None``.
+
+    Registered rewards declare theirs (``accuracy`` (0, 1), ``overlong`` (-1, 0), ``cosine`` its configured
+    bounds, ...); for your own function set ``my_reward.reward_range = (lo, hi)``. A reward model (a string
+    or a model in ``reward_funcs``) has none.
+
+    Examples:
+        >>> from bnpo_trl.rewards import get_reward_funcs, reward_range_of
+        >>> [reward_range_of(f) for f in get_reward_funcs(["accuracy", {"name": "repetition", "max_penalty": -2}])]
+        [(0.0, 1.0), (-2.0, 0.0)]
+    """
+    while isinstance(func, functools.partial) and not hasattr(func, "reward_range"):
+        func = func.func  # a user function bound to kwargs keeps the range it declares
+    value = getattr(func, "reward_range", None)
+    return None if value is None else _checked_range(_callable_name(func), value)
 
 
 def _callable_name(func: Callable[..., Any]) -> str:

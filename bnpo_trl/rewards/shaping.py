@@ -32,7 +32,7 @@ def _check_overlong(max_length: int, cache_length: int | None = None) -> None:
         )
 
 
-@register_reward("overlong", validate=_check_overlong)
+@register_reward("overlong", validate=_check_overlong, reward_range=(-1.0, 0.0))
 def overlong(
     completions: Sequence[Completion] | None = None,
     completion_ids: Sequence[Sequence[int]] | None = None,
@@ -80,7 +80,18 @@ def _check_cosine(
     _validate(**accuracy_kwargs)
 
 
-@register_reward("cosine", validate=_check_cosine)
+def _cosine_range(
+    min_value_wrong: float = -1.0,
+    max_value_wrong: float = -0.5,
+    min_value_correct: float = 0.5,
+    max_value_correct: float = 1.0,
+    **_: Any,
+) -> tuple[float, float]:
+    values = (min_value_wrong, max_value_wrong, min_value_correct, max_value_correct)
+    return min(values), max(values)
+
+
+@register_reward("cosine", validate=_check_cosine, reward_range=_cosine_range)
 def cosine(
     completions: Sequence[Completion],
     completion_ids: Sequence[Sequence[int]] | None = None,
@@ -144,7 +155,11 @@ def _check_repetition(ngram_size: int = 3, max_penalty: float = -1.0, unit: str 
         raise ValueError(f"repetition: unit must be 'tokens' (completion_ids) or 'words', got {unit!r}")
 
 
-@register_reward("repetition", validate=_check_repetition)
+def _repetition_range(max_penalty: float = -1.0, **_: Any) -> tuple[float, float]:
+    return float(max_penalty), 0.0
+
+
+@register_reward("repetition", validate=_check_repetition, reward_range=_repetition_range)
 def repetition(
     completions: Sequence[Completion] | None = None,
     completion_ids: Sequence[Sequence[int]] | None = None,
