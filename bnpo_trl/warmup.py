@@ -28,7 +28,7 @@ def sft_warmup(
     completion-only loss) until greedy accuracy on ``check_set`` reaches the target or the budget ends.
 
     The accuracy check generates up to ``max_new_tokens`` tokens for all of ``check_set``
-    (``bnpo_trl.train.load_warmup_check_set`` chooses those rows: at most ``sft_warmup_eval_limit``). Returns what happened: steps, seconds, accuracy, whether the
+    (``bnpo_trl.pipeline.load_warmup_check_set`` chooses those rows: at most ``sft_warmup_eval_limit``). Returns what happened: steps, seconds, accuracy, whether the
     target was reached, and the accuracy history.
     """
     from trl import SFTConfig, SFTTrainer

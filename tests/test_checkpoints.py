@@ -178,7 +178,7 @@ def test_incomplete_newest_checkpoint_is_skipped_with_a_warning(tiny_path, token
     with caplog.at_level(logging.WARNING, logger="bnpo_trl.checkpoints"):
         assert resolve_resume("last", tmp_path, needs_state=True) == str(tmp_path / "checkpoint-1")
     assert "checkpoint-2" in caplog.text
-    with pytest.raises(ValueError, match="checkpoint-2.*trainer_state.json"):
+    with pytest.raises(ValueError, match=r"checkpoint-2.*trainer_state.json"):
         resolve_resume(str(tmp_path / "checkpoint-2"), tmp_path, needs_state=True)
 
 
@@ -203,7 +203,7 @@ def test_auto_resume_continues_a_run_and_refuses_a_foreign_output_dir(tiny_path,
     foreign.mkdir()
     (foreign / "model.safetensors").write_text("x")
     other = make(tiny_path, tokenizer, tiny_config(foreign, **SAVE, auto_resume=True))
-    with pytest.raises(ValueError, match="not empty.*new output_dir.*auto_resume: false"):
+    with pytest.raises(ValueError, match=r"not empty.*new output_dir.*auto_resume: false"):
         other.train()
     fresh = make(tiny_path, tokenizer, tiny_config(tmp_path / "new", **SAVE, max_steps=1, auto_resume=True))
     fresh.train()

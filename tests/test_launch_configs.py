@@ -9,8 +9,8 @@ import shutil
 import signal
 import stat
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -160,7 +160,7 @@ def fake_slurm(tmp_path: Path) -> dict:
         "done\n"
         # like srun: the tasks run side by side and a SIGTERM to srun reaches each of them
         'pids=(); for ((i = 0; i < ntasks; i++)); do SLURM_PROCID=$i SRUN_NODELIST=$nodelist "$@" & pids+=($!); done\n'
-        'trap \'kill -TERM "${pids[@]}" 2>/dev/null\' TERM\n'
+        "trap 'kill -TERM \"${pids[@]}\" 2>/dev/null' TERM\n"
         'for p in "${pids[@]}"; do while kill -0 "$p" 2>/dev/null; do wait "$p"; done; done\n',
     )
     # The fake /health answers once the fake server has started (as the real one would).

@@ -5,6 +5,7 @@ job (the same command, ``auto_resume``) continues from it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -100,10 +101,8 @@ def signal_every_process(proc: subprocess.Popen, signum: int) -> None:
     its workers in sessions of their own, so a process-group kill would miss them)."""
     processes = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
     for process in processes:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             process.send_signal(signum)
-        except psutil.NoSuchProcess:
-            pass
 
 
 def wait_for_checkpoint(output_dir: Path, step: int, proc: subprocess.Popen, timeout: float = 300) -> None:

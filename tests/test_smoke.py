@@ -91,9 +91,9 @@ def test_smoke_runs_the_recipe_checkpoints_and_resumes(recipe, tmp_path, monkeyp
 
 def test_smoke_substitutions_keep_the_recipe_and_num_generations_divisibility(tmp_path):
     argv = ["--config", str(CONFIGS / "recipes" / "qwen2.5-math-7b" / "bnpo.yaml")]
-    from bnpo_trl.train import CPU_FLAGS, _parse
+    from bnpo_trl.recipe import CPU_FLAGS, parse_recipe
 
-    script_args, training_args, model_args = _parse([*argv, *CPU_FLAGS])
+    script_args, training_args, model_args = parse_recipe([*argv, *CPU_FLAGS])
     new_script, new_args, new_model, lines = apply_smoke(
         script_args, training_args, model_args, requested=recipe_device_settings(argv), root=tmp_path
     )

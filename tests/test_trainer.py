@@ -147,7 +147,9 @@ def test_resume_gives_identical_state_and_advantages(name, model_path, tokenizer
         torch.testing.assert_close(mine["advantages"], theirs["advantages"], rtol=0, atol=1e-6)
 
 
-def test_resume_without_state_is_an_error_unless_fresh_state_is_allowed(model_path, tokenizer, tmp_path, caplog):
+def test_resume_without_state_is_an_error_unless_fresh_state_is_allowed(
+    model_path, tokenizer, tmp_path, caplog
+):
     config = tiny_config(tmp_path, advantage_normalizer="ebpo", save_strategy="steps", save_steps=2)
     make_trainer(model_path, tokenizer, config).train()
     checkpoint = tmp_path / "checkpoint-2"
@@ -155,14 +157,16 @@ def test_resume_without_state_is_an_error_unless_fresh_state_is_allowed(model_pa
     trainer = make_trainer(
         model_path, tokenizer, tiny_config(tmp_path, advantage_normalizer="ebpo", max_steps=3)
     )
-    with pytest.raises(ValueError, match="checkpoint-2.*allow_fresh_normalizer_state"):
+    with pytest.raises(ValueError, match=r"checkpoint-2.*allow_fresh_normalizer_state"):
         trainer.train(resume_from_checkpoint=str(checkpoint))
     fresh = tiny_config(tmp_path, advantage_normalizer="ebpo", max_steps=3, allow_fresh_normalizer_state=True)
     trainer = make_trainer(model_path, tokenizer, fresh)
     with caplog.at_level(logging.WARNING, logger="bnpo_trl.trainer"):
         trainer.train(resume_from_checkpoint=str(checkpoint))
     assert NORMALIZER_STATE_FILE in caplog.text
-    assert trainer.normalizer.state_dict()["rewards"]["count"] == 8  # one step of 8 rewards after a fresh start
+    assert (
+        trainer.normalizer.state_dict()["rewards"]["count"] == 8
+    )  # one step of 8 rewards after a fresh start
 
 
 def test_lora(model_path, tokenizer, tmp_path):
