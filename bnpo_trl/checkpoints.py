@@ -22,6 +22,8 @@ __all__ = [
     "NORMALIZER_STATE_FILE",
     "auto_resume_checkpoint",
     "checkpoint_problem",
+    "checkpoint_step",
+    "checkpoint_to_resume",
     "complete_checkpoints",
     "read_normalizer_state",
     "resolve_resume",
@@ -57,6 +59,11 @@ def checkpoint_problem(folder: str | os.PathLike, needs_state: bool) -> str | No
     if needs_state and not (folder / NORMALIZER_STATE_FILE).exists():
         return f"{folder} has no {NORMALIZER_STATE_FILE} (written by another trainer, or the save was interrupted)"
     return None
+
+
+def checkpoint_step(folder: str | os.PathLike) -> int:
+    """The ``global_step`` recorded in a complete checkpoint's ``trainer_state.json``."""
+    return int(json.loads((Path(folder) / TRAINER_STATE_FILE).read_text())["global_step"])
 
 
 def complete_checkpoints(output_dir: str | os.PathLike, needs_state: bool) -> list[Path]:
@@ -123,6 +130,17 @@ def auto_resume_checkpoint(output_dir: str | os.PathLike, needs_state: bool) -> 
             "checkpoint to resume from. Choose a new output_dir, or set auto_resume: false to train over it."
         )
     return None
+
+
+def checkpoint_to_resume(
+    value: Any, output_dir: str | os.PathLike, auto_resume: bool, needs_state: bool
+) -> str | None:
+    """The checkpoint a run resumes from: ``resume_from_checkpoint`` (``value``) resolved by
+    :func:`resolve_resume`, else with ``auto_resume`` the choice of :func:`auto_resume_checkpoint`."""
+    checkpoint = resolve_resume(value, output_dir, needs_state)
+    if checkpoint is None and auto_resume:
+        checkpoint = auto_resume_checkpoint(output_dir, needs_state)
+    return checkpoint
 
 
 def write_normalizer_state(folder: str | os.PathLike, payload: dict[str, Any]) -> None:

@@ -70,7 +70,7 @@ def _with_shipped_config(argv: list[str]) -> tuple[list[str], str | None]:
 
 
 def _train(argv: list[str], shipped: str | None = None) -> None:
-    from bnpo_trl.train import main as train_main
+    from bnpo_trl.train import command as train_main
 
     if shipped is None:
         argv, shipped = _with_shipped_config(argv)

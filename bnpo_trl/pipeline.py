@@ -13,6 +13,7 @@ from typing import Any
 
 from bnpo_trl.arguments import DataArguments, ScriptArguments, WarmupArguments
 from bnpo_trl.callbacks import HeldoutAccuracyCallback, PreemptionCallback, TimeBudgetCallback
+from bnpo_trl.checkpoints import checkpoint_to_resume
 from bnpo_trl.models import load_model_and_tokenizer
 
 logger = logging.getLogger("bnpo_trl.pipeline")
@@ -126,9 +127,16 @@ def drop_long_prompts(dataset: Any, tokenizer: Any, max_tokens: int) -> tuple[An
 
 
 def _warm_up_and_measure(
-    script_args: ScriptArguments, model: Any, tokenizer: Any, train: Any, heldout: Any, training_args: Any
+    script_args: ScriptArguments,
+    model: Any,
+    tokenizer: Any,
+    train: Any,
+    heldout: Any,
+    training_args: Any,
+    resuming: bool,
 ) -> tuple[dict[str, Any], HeldoutAccuracyCallback | None]:
-    """The optional supervised warm-up, then the held-out accuracy before RL: -> (summary part, callback)."""
+    """The optional supervised warm-up, then the held-out accuracy before RL: -> (summary part, callback).
+    Both are skipped when ``resuming`` (the checkpoint's weights replace the model's)."""
     from bnpo_trl.rewards import get_reward_funcs
     from bnpo_trl.warmup import sft_warmup
 
@@ -137,7 +145,9 @@ def _warm_up_and_measure(
         raise ValueError("heldout_accuracy and sft_warmup need eval_dataset_name (a held-out set).")
     accuracy = get_reward_funcs(["accuracy"])[0] if heldout is not None else None
     summary: dict[str, Any] = {}
-    if warmup.sft_warmup:
+    if resuming and (warmup.sft_warmup or held.heldout_accuracy):
+        logger.info("Resuming from a checkpoint: no warm-up, no accuracy before RL.")
+    if warmup.sft_warmup and not resuming:
         check_set = load_warmup_check_set(data, warmup, heldout)
         summary["warmup"] = sft_warmup(
             model, tokenizer, train, check_set, accuracy, warmup, training_args, held.heldout_max_new_tokens
@@ -150,7 +160,8 @@ def _warm_up_and_measure(
         heldout_cb = HeldoutAccuracyCallback(
             tokenizer, heldout, accuracy, held.heldout_eval_steps, held.heldout_max_new_tokens
         )
-        summary["accuracy_before"] = heldout_cb.measure(model, step=0)
+        if not resuming:
+            summary["accuracy_before"] = heldout_cb.measure(model, step=0)
     return summary, heldout_cb
 
 
@@ -159,7 +170,6 @@ def run(script_args: ScriptArguments, training_args: Any, model_args: Any) -> di
     import transformers
     from trl import get_peft_config
 
-    from bnpo_trl.distributed import shutdown_distributed
     from bnpo_trl.rewards import get_reward_funcs
     from bnpo_trl.trainer import NormalizedGRPOTrainer
 
@@ -174,6 +184,10 @@ def run(script_args: ScriptArguments, training_args: Any, model_args: Any) -> di
     if data.curriculum == "difficulty":
         training_args.shuffle_dataset = False  # keep the easy -> hard order
     reward_funcs = get_reward_funcs(script_args.rewards.reward_funcs)  # a bad recipe fails before loading
+    # the trainer checks the normalizer state; here only: is there a checkpoint (then no warm-up)
+    resume = checkpoint_to_resume(
+        training_args.resume_from_checkpoint, training_args.output_dir, training_args.auto_resume, False
+    )
     model, tokenizer = load_model_and_tokenizer(model_args, training_args)
     if script_args.rewards.reward_requires_eos:
         reward_funcs = [require_eos(f, tokenizer.eos_token_id) for f in reward_funcs]
@@ -185,8 +199,10 @@ def run(script_args: ScriptArguments, training_args: Any, model_args: Any) -> di
     }
     if data.max_prompt_length:
         train, summary["dropped_long_prompts"] = drop_long_prompts(train, tokenizer, data.max_prompt_length)
-    before, heldout_cb = _warm_up_and_measure(script_args, model, tokenizer, train, heldout, training_args)
-    summary.update(before)
+    before, heldout_cb = _warm_up_and_measure(
+        script_args, model, tokenizer, train, heldout, training_args, resuming=resume is not None
+    )
+    summary.update(before, **({"resumed_from": resume} if resume else {}))
 
     preemption_cb = PreemptionCallback()
     callbacks: list[Any] = [preemption_cb]
@@ -207,8 +223,24 @@ def run(script_args: ScriptArguments, training_args: Any, model_args: Any) -> di
         callbacks=callbacks,
     )
     rl_started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume)
     summary["rl_seconds"] = time.perf_counter() - rl_started
+    return _finish(trainer, script_args, summary, started, preemption_cb, heldout_cb, budget_cb)
+
+
+def _finish(
+    trainer: Any,
+    script_args: ScriptArguments,
+    summary: dict[str, Any],
+    started: float,
+    preemption_cb: PreemptionCallback,
+    heldout_cb: HeldoutAccuracyCallback | None,
+    budget_cb: TimeBudgetCallback | None,
+) -> dict[str, Any]:
+    """After ``trainer.train``: stop for a requeue, or measure, summarize, save and push."""
+    from bnpo_trl.distributed import shutdown_distributed
+
+    training_args, budget = trainer.args, script_args.budget
     if preemption_cb.stopped_at_step is not None:  # the checkpoint is saved; a requeued job resumes from it
         logger.warning(
             "Stopped on SIGTERM at step %d after saving a checkpoint.", preemption_cb.stopped_at_step
@@ -224,7 +256,7 @@ def run(script_args: ScriptArguments, training_args: Any, model_args: Any) -> di
         summary["stopped_by_time_budget"] = budget_cb.stopped_at_step is not None
     summary["total_seconds"] = time.perf_counter() - started
     summary["log_history"] = trainer.state.log_history
-    _save(trainer, training_args, summary, dataset_names(data))
+    _save(trainer, training_args, summary, dataset_names(script_args.data))
     shutdown_distributed(trainer)
     return summary
 
@@ -269,11 +301,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
         )
     if "accuracy_before" in summary:
         lines.append(f"| before RL | {summary['accuracy_before']:.1%} | |")
+    if "accuracy_after" in summary:
         why = ", time budget reached" if summary.get("stopped_by_time_budget") else ""
+        why += f", resumed from {summary['resumed_from']}" if summary.get("resumed_from") else ""
         lines.append(
             f"| after RL ({summary['steps']} steps{why}) | {summary['accuracy_after']:.1%} "
             f"| {summary['rl_seconds']:.0f} s |"
         )
+    if "accuracy_before" in summary:
         gain = summary["accuracy_after"] - summary["accuracy_before"]
         lines += [
             "",

@@ -34,6 +34,7 @@ __all__ = [
     "NEEDS_GPU",
     "RecipeNeedsGPUError",
     "ScriptArguments",
+    "command",
     "drop_long_prompts",
     "gpu_settings_missing",
     "load_datasets",
@@ -68,5 +69,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return run(script_args, training_args, model_args)
 
 
+def command(argv: list[str] | None = None) -> None:
+    """:func:`main` as the shell runs it: a recipe that needs a GPU, or an invalid recipe, exits with its one
+    message (status 1) instead of a traceback; every other error keeps its traceback."""
+    try:
+        main(argv)
+    except RecipeNeedsGPUError as err:
+        raise SystemExit(f"bnpo-trl train: {err}") from None
+    except ValueError as err:
+        if not str(err).startswith("Invalid recipe"):
+            raise
+        raise SystemExit(f"bnpo-trl train: {err}") from None
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    command(sys.argv[1:])

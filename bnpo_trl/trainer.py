@@ -22,13 +22,15 @@ from typing import Any
 
 import torch
 from accelerate.utils import gather_object
+from transformers.trainer import TRAINER_STATE_NAME, TrainerState
+from transformers.trainer_utils import TrainOutput
 from trl import GRPOConfig, GRPOTrainer
 
 from bnpo_trl.checkpoints import (
     NORMALIZER_STATE_FILE,
-    auto_resume_checkpoint,
+    checkpoint_step,
+    checkpoint_to_resume,
     read_normalizer_state,
-    resolve_resume,
     write_normalizer_state,
 )
 from bnpo_trl.config import NormalizedGRPOConfig
@@ -213,10 +215,32 @@ class NormalizedGRPOTrainer(GRPOTrainer):
         needs_state = self.normalizer.stateful and not getattr(
             self.args, "allow_fresh_normalizer_state", False
         )
-        checkpoint = resolve_resume(resume_from_checkpoint, self.args.output_dir, needs_state)
-        if checkpoint is None and getattr(self.args, "auto_resume", False):
-            checkpoint = auto_resume_checkpoint(self.args.output_dir, needs_state)
+        auto_resume = getattr(self.args, "auto_resume", False)
+        checkpoint = checkpoint_to_resume(
+            resume_from_checkpoint, self.args.output_dir, auto_resume, needs_state
+        )
+        if checkpoint is not None and 0 < self.args.max_steps <= checkpoint_step(checkpoint):
+            return self._load_finished_run(checkpoint)
         return super().train(checkpoint, *args, **kwargs)
+
+    def _load_finished_run(self, checkpoint: str) -> TrainOutput:
+        """A checkpoint already at ``max_steps`` (a job preempted at its last step, then requeued): load it
+        and train nothing. Transformers 5.x would run one more step (its stop check follows each step)."""
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            raise ValueError(
+                f"{checkpoint} is already at max_steps={self.args.max_steps}: nothing is left to train. Raise "
+                "max_steps to train on, or use the model saved in that checkpoint."
+            )
+        logger.warning(
+            "%s is already at max_steps=%d: nothing left to train; loading it.",
+            checkpoint,
+            self.args.max_steps,
+        )
+        self._load_from_checkpoint(checkpoint)
+        self.state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
+        self._load_normalizer_state(checkpoint)
+        losses = [entry["loss"] for entry in self.state.log_history if "loss" in entry]
+        return TrainOutput(self.state.global_step, losses[-1] if losses else float("nan"), {})
 
     def _normalizer_payload(self) -> dict[str, Any]:
         generate_every = self.args.steps_per_generation * self.num_iterations
@@ -243,6 +267,9 @@ class NormalizedGRPOTrainer(GRPOTrainer):
         # TRL counts micro-steps from 0 after a resume; count from the checkpoint's step so that generations
         # fall on the same steps as in an uninterrupted run.
         self._step = self.state.global_step * self.args.gradient_accumulation_steps
+        self._load_normalizer_state(checkpoint)
+
+    def _load_normalizer_state(self, checkpoint: str) -> None:
         if not os.path.exists(os.path.join(checkpoint, NORMALIZER_STATE_FILE)):
             if self.normalizer.stateful and not getattr(self.args, "allow_fresh_normalizer_state", False):
                 raise ValueError(

@@ -210,6 +210,18 @@ def test_auto_resume_continues_a_run_and_refuses_a_foreign_output_dir(tiny_path,
     assert counts(fresh) == 8
 
 
+def test_resuming_a_finished_run_trains_no_extra_step(tiny_path, tokenizer, tmp_path):
+    # a job preempted at its last step and requeued: transformers alone would train step max_steps + 1
+    done = make(tiny_path, tokenizer, tiny_config(tmp_path, **SAVE, max_steps=2))
+    done.train()
+    again = make(tiny_path, tokenizer, tiny_config(tmp_path, **SAVE, max_steps=2, auto_resume=True))
+    again.train()
+    assert again.record == [] and again.state.global_step == 2
+    assert again.normalizer.state_dict() == done.normalizer.state_dict()
+    for mine, theirs in zip(again.model.parameters(), done.model.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+
+
 def test_unaligned_save_does_not_count_a_batch_twice(tiny_path, tokenizer, tmp_path):
     # one generation every 2 steps; a checkpoint at step 3 falls inside the generation made at step 2
     common = dict(**SAVE, steps_per_generation=2, per_device_train_batch_size=4)

@@ -198,6 +198,17 @@ def test_gpu_recipe_without_smoke_on_cpu_says_it_needs_a_gpu(tmp_path):
 
 
 @needs_cpu_only
+def test_the_shell_command_prints_the_gpu_message_without_a_traceback(tmp_path):
+    cmd = [sys.executable, "-m", "bnpo_trl.train", "--config", str(GPU_RECIPE), "--output_dir", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and NEEDS_GPU in proc.stderr and "Traceback" not in proc.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(QUICKSTART.read_text() + "\nadvantage_normaliser: ebpo\n")
+    with pytest.raises(SystemExit, match=r"^bnpo-trl train: Invalid recipe.*advantage_normaliser"):
+        cli_main(["train", "--config", str(bad)])
+
+
+@needs_cpu_only
 def test_gpu_recipe_with_cpu_overrides_still_parses(tmp_path):
     argv = ["--config", str(GPU_RECIPE), "--output_dir", str(tmp_path)]
     _, args, _ = parse_args([*argv, "--bf16", "false", "--use_vllm", "false", "--use_cpu", "true"])

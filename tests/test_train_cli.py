@@ -151,6 +151,18 @@ def test_quickstart_recipe_runs_end_to_end(tmp_path, capsys):
     assert any("normalizer/bnpo/alpha" in entry for entry in saved["log_history"])
 
 
+def test_a_resumed_run_skips_the_warm_up_and_continues(tmp_path, capsys):
+    save = ["--save_strategy", "steps", "--save_steps", "2"]
+    main(["--config", str(QUICKSTART), "--output_dir", str(tmp_path), *FAST, *save])
+    capsys.readouterr()
+    steps = ["--max_steps", "3", "--resume_from_checkpoint", "true"]
+    summary = main(["--config", str(QUICKSTART), "--output_dir", str(tmp_path), *FAST, *save, *steps])
+    out = capsys.readouterr().out
+    assert summary["resumed_from"] == str(tmp_path / "checkpoint-2") and summary["steps"] == 3
+    assert "warmup" not in summary and "accuracy_before" not in summary
+    assert "resumed from" in out and 0.0 <= summary["accuracy_after"] <= 1.0
+
+
 @pytest.mark.slow
 def test_time_budget_stops_rl_early_and_says_so(tmp_path, capsys):
     # the budget counts from the start of the run, so 1 s is spent before RL begins: RL stops after step 1
