@@ -86,7 +86,10 @@ def test_smoke_runs_the_recipe_checkpoints_and_resumes(recipe, tmp_path, monkeyp
         assert "generated rows in its Hub schema" in out and f"-> {output}" in out
     else:
         assert "kept (already the offline tiny model)" in out
-        assert "accuracy_before" in summary and "warmup" in summary
+        # the first run warmed up and measured before RL; the resumed one starts from the checkpoint
+        assert "| supervised warm-up" in out and "| before RL" in out
+        assert summary["resumed_from"] == str(checkpoint) and "warmup" not in summary
+        assert 0.0 <= summary["accuracy_after"] <= 1.0
 
 
 def test_smoke_substitutions_keep_the_recipe_and_num_generations_divisibility(tmp_path):
