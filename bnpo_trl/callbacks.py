@@ -1,5 +1,6 @@
-"""Trainer callbacks of a run: the warm-up's stop on held-out accuracy, held-out accuracy during RL, the
-whole run's time budget with its learning-rate decay, and a checkpoint-then-stop on SIGTERM (preemption).
+"""Trainer callbacks of a run: the warm-up's stop on held-out accuracy, the whole run's time budget with its
+learning-rate decay, and a checkpoint-then-stop on SIGTERM (preemption). Evaluation during training (the
+held-out accuracy of RL, benchmarks) is :class:`~bnpo_trl.evaluation.BenchmarkEvalCallback`, re-exported here.
 
 Under several ranks, rank 0's clock and measurements decide and are broadcast every step: a rank that
 stopped one step before the others would leave them waiting in DDP's gradient all-reduce forever.
@@ -16,11 +17,11 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from bnpo_trl.generation import heldout_accuracy
+from bnpo_trl.evaluation.callback import BenchmarkEvalCallback
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HeldoutAccuracyCallback", "PreemptionCallback", "StopOnAccuracyCallback", "TimeBudgetCallback"]
+__all__ = ["BenchmarkEvalCallback", "PreemptionCallback", "StopOnAccuracyCallback", "TimeBudgetCallback"]
 
 
 def _from_rank_0(value: Any) -> Any:
@@ -30,7 +31,8 @@ def _from_rank_0(value: Any) -> Any:
 
 
 class StopOnAccuracyCallback(TrainerCallback):
-    """Every ``eval_steps`` steps: measure greedy accuracy; stop at the target or when time runs out.
+    """Every ``eval_steps`` steps: measure ``check`` (the greedy held-out check,
+    :meth:`BenchmarkEvalCallback.greedy`); stop at the target or when time runs out.
 
     On a plateau (``PATIENCE`` checks without a gain of ``MIN_GAIN`` over the best accuracy so far) the
     learning rate is halved, at most ``MAX_LR_CUTS`` times: some seeds stall at a learning rate that works
@@ -40,18 +42,10 @@ class StopOnAccuracyCallback(TrainerCallback):
     PATIENCE, MAX_LR_CUTS, MIN_GAIN = 4, 3, 0.01
 
     def __init__(
-        self,
-        tokenizer: Any,
-        dev: Any,
-        reward: Any,
-        target: float,
-        max_seconds: float,
-        eval_steps: int,
-        max_new_tokens: int,
+        self, check: BenchmarkEvalCallback, target: float, max_seconds: float, eval_steps: int
     ) -> None:
-        self.tokenizer, self.dev, self.reward = tokenizer, dev, reward
+        self.check = check
         self.target, self.max_seconds, self.eval_steps = target, max_seconds, eval_steps
-        self.max_new_tokens = max_new_tokens
         self.started = time.perf_counter()
         self.accuracy, self.history = 0.0, []
         self.best, self.stale_checks, self.lr_cuts = 0.0, 0, 0
@@ -59,8 +53,7 @@ class StopOnAccuracyCallback(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
         out_of_time = _from_rank_0(time.perf_counter() - self.started >= self.max_seconds)
         if state.global_step % self.eval_steps == 0 or out_of_time:
-            accuracy = heldout_accuracy(model, self.tokenizer, self.dev, self.reward, self.max_new_tokens)
-            self.accuracy = _from_rank_0(accuracy)
+            self.accuracy = _from_rank_0(self.check.measure(model, state.global_step))
             self.history.append((state.global_step, self.accuracy))
             logger.info("warm-up step %d: held-out accuracy %.1f%%", state.global_step, 100 * self.accuracy)
             if self.accuracy >= self.target or out_of_time:
@@ -80,30 +73,6 @@ class StopOnAccuracyCallback(TrainerCallback):
             lr_scheduler.base_lrs = [lr * 0.5 for lr in lr_scheduler.base_lrs]
         self.lr_cuts, self.stale_checks = self.lr_cuts + 1, 0
         logger.info("warm-up plateau: learning rate halved to %.2e", optimizer.param_groups[0]["lr"])
-
-
-class HeldoutAccuracyCallback(TrainerCallback):
-    """Greedy held-out accuracy (with the ``accuracy`` reward) every ``every`` RL steps (0: only when
-    :meth:`measure` is called, before and after RL).
-
-    Logged as ``heldout/accuracy``; the points are kept in ``curve`` for the run summary and its plot.
-    """
-
-    def __init__(self, tokenizer: Any, heldout: Any, reward: Any, every: int, max_new_tokens: int) -> None:
-        self.tokenizer, self.heldout, self.reward = tokenizer, heldout, reward
-        self.every, self.max_new_tokens = every, max_new_tokens
-        self.curve: list[tuple[int, float]] = []
-
-    def measure(self, model: Any, step: int) -> float:
-        accuracy = heldout_accuracy(model, self.tokenizer, self.heldout, self.reward, self.max_new_tokens)
-        self.curve.append((step, accuracy))
-        return accuracy
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
-            accuracy = self.measure(model, state.global_step)
-            state.log_history.append({"heldout/accuracy": accuracy, "step": state.global_step})
-        return control
 
 
 class TimeBudgetCallback(TrainerCallback):

@@ -155,28 +155,3 @@ def _decode(
         lengths.append(len(kept) + (stop is not None))
         ended.append(stop is not None)
     return samples, lengths, ended
-
-
-def heldout_accuracy(
-    model: Any,
-    tokenizer: Any,
-    dataset: Any,
-    reward_func: Callable[..., list[float | None]],
-    max_new_tokens: int = 16,
-    batch_size: int = 64,
-    require_eos: bool = True,
-) -> float:
-    """Greedy accuracy on ``dataset`` (columns ``prompt`` and ``answer``) scored by ``reward_func``.
-
-    With ``require_eos`` a completion that does not end with EOS within ``max_new_tokens`` counts as wrong.
-    Unscorable rows (reward ``None``) count as wrong.
-    """
-    gens = generate(model, tokenizer, dataset["prompt"], max_new_tokens=max_new_tokens, batch_size=batch_size)
-    completions = [[{"role": "assistant", "content": t[0]}] for t in gens.texts]
-    columns = {k: dataset[k] for k in dataset.column_names if k not in ("prompt", "completion")}
-    scores = reward_func(prompts=dataset["prompt"], completions=completions, completion_ids=None, **columns)
-    correct = [
-        (s or 0.0) >= 1.0 and (ended[0] or not require_eos)
-        for s, ended in zip(scores, gens.terminated, strict=True)
-    ]
-    return sum(correct) / max(len(correct), 1)

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from bnpo_trl.arguments import DataArguments, ScriptArguments, WarmupArguments
-from bnpo_trl.callbacks import HeldoutAccuracyCallback, PreemptionCallback, TimeBudgetCallback
+from bnpo_trl.callbacks import BenchmarkEvalCallback, PreemptionCallback, TimeBudgetCallback
 from bnpo_trl.checkpoints import checkpoint_to_resume
 from bnpo_trl.models import load_model_and_tokenizer
 
@@ -134,7 +134,7 @@ def _warm_up_and_measure(
     heldout: Any,
     training_args: Any,
     resuming: bool,
-) -> tuple[dict[str, Any], HeldoutAccuracyCallback | None]:
+) -> tuple[dict[str, Any], BenchmarkEvalCallback | None]:
     """The optional supervised warm-up, then the held-out accuracy before RL: -> (summary part, callback).
     Both are skipped when ``resuming`` (the checkpoint's weights replace the model's)."""
     from bnpo_trl.rewards import get_reward_funcs
@@ -157,7 +157,7 @@ def _warm_up_and_measure(
         )
     heldout_cb = None
     if held.heldout_accuracy:
-        heldout_cb = HeldoutAccuracyCallback(
+        heldout_cb = BenchmarkEvalCallback.greedy(
             tokenizer, heldout, accuracy, held.heldout_eval_steps, held.heldout_max_new_tokens
         )
         if not resuming:
@@ -206,7 +206,7 @@ def run(script_args: ScriptArguments, training_args: Any, model_args: Any) -> di
 
     preemption_cb = PreemptionCallback()
     callbacks: list[Any] = [preemption_cb]
-    if heldout_cb is not None and heldout_cb.every:
+    if heldout_cb is not None and heldout_cb.eval_steps:
         callbacks.append(heldout_cb)
     budget_cb = None
     if budget.time_budget_seconds:
@@ -234,7 +234,7 @@ def _finish(
     summary: dict[str, Any],
     started: float,
     preemption_cb: PreemptionCallback,
-    heldout_cb: HeldoutAccuracyCallback | None,
+    heldout_cb: BenchmarkEvalCallback | None,
     budget_cb: TimeBudgetCallback | None,
 ) -> dict[str, Any]:
     """After ``trainer.train``: stop for a requeue, or measure, summarize, save and push."""

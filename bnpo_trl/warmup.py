@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from bnpo_trl.arguments import WarmupArguments
-from bnpo_trl.callbacks import StopOnAccuracyCallback
+from bnpo_trl.callbacks import BenchmarkEvalCallback, StopOnAccuracyCallback
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +37,12 @@ def sft_warmup(
         raise ValueError(
             "sft_warmup needs a `completion` column (the gold answer as an assistant message) in the training set."
         )
+    check = BenchmarkEvalCallback.greedy(tokenizer, check_set, reward, 0, max_new_tokens, name="warmup_check")
     stopper = StopOnAccuracyCallback(
-        tokenizer,
-        check_set,
-        reward,
+        check,
         warmup_args.sft_warmup_target_accuracy,
         warmup_args.sft_warmup_max_seconds,
         warmup_args.sft_warmup_eval_steps,
-        max_new_tokens,
     )
     with tempfile.TemporaryDirectory(prefix="bnpo_warmup_") as tmp:
         config = SFTConfig(

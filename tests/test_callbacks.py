@@ -13,15 +13,21 @@ from transformers import TrainerControl
 from bnpo_trl import callbacks
 
 
+class ScriptedCheck:
+    """Stands in for the greedy held-out check: returns the scripted accuracies in turn."""
+
+    def __init__(self, accuracies):
+        self.scripted = iter(accuracies)
+
+    def measure(self, model, step):
+        return next(self.scripted)
+
+
 def run_checks(monkeypatch, accuracies, target=0.2, max_seconds=1e9):
-    scripted = iter(accuracies)
-    monkeypatch.setattr(callbacks, "heldout_accuracy", lambda *args, **kwargs: next(scripted))
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=1e-3)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # what "constant" builds
-    stopper = callbacks.StopOnAccuracyCallback(
-        None, None, None, target, max_seconds, eval_steps=10, max_new_tokens=8
-    )
+    stopper = callbacks.StopOnAccuracyCallback(ScriptedCheck(accuracies), target, max_seconds, eval_steps=10)
     lrs = []
     for i in range(len(accuracies)):
         control = TrainerControl()
@@ -150,15 +156,48 @@ def test_warmup_stop_follows_rank_0(monkeypatch):
     # broadcast, simulated) says neither: the rank must keep training with the others
     import accelerate.utils
 
-    monkeypatch.setattr(callbacks, "heldout_accuracy", lambda *args, **kwargs: 0.3)
     rank0 = {bool: False, float: 0.05}
     monkeypatch.setattr(
         accelerate.utils, "broadcast_object_list", lambda objs, from_process=0: [rank0[type(objs[0])]]
     )
-    stopper = callbacks.StopOnAccuracyCallback(
-        None, None, None, 0.2, max_seconds=0.0, eval_steps=10, max_new_tokens=8
-    )
+    stopper = callbacks.StopOnAccuracyCallback(ScriptedCheck([0.3] * 2), 0.2, max_seconds=0.0, eval_steps=10)
     for step in (5, 10):
         control = stopper.on_step_end(None, SimpleNamespace(global_step=step), TrainerControl())
         assert not control.should_training_stop
     assert stopper.history == [(10, 0.05)] and stopper.accuracy == 0.05
+
+
+def test_greedy_check_matches_a_one_prompt_at_a_time_reference(tiny_path, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from bnpo_trl.data import load_dataset_by_name
+    from bnpo_trl.evaluation import BenchmarkEvalCallback
+    from bnpo_trl.tiny_model import EOS_TOKEN
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_path)
+    eos = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
+    with torch.no_grad():  # EOS competes with the other tokens, so that some completions end and some do not
+        model.get_output_embeddings().weight[eos] *= 40
+    rows = load_dataset_by_name("arithmetic", split="test", limit=24)
+
+    def even_problem(prompts, completions, **kwargs):  # depends on the prompt only, not on decoding
+        return [float(int(p[-1]["content"].split()[2]) % 2 == 0) for p in prompts]
+
+    check = BenchmarkEvalCallback.greedy(tokenizer, rows, even_problem, eval_steps=0, max_new_tokens=16)
+    expected = []
+    for prompt in rows["prompt"]:
+        ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt")
+        ids = ids["input_ids"] if not torch.is_tensor(ids) else ids
+        out = model.generate(
+            ids,
+            do_sample=False,
+            max_new_tokens=16,
+            eos_token_id=eos,
+            pad_token_id=eos,
+            repetition_penalty=1.0,
+        )
+        ended = eos in out[0, ids.shape[1] :].tolist()
+        expected.append(ended and even_problem([prompt], None)[0] == 1.0)
+    assert 0 < sum(expected) < len(expected)  # the reference has both outcomes
+    assert check.measure(model, step=0) == pytest.approx(sum(expected) / len(expected))
+    assert check.curve == [(0, pytest.approx(sum(expected) / len(expected)))]

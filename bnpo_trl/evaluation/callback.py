@@ -1,4 +1,5 @@
-""":class:`BenchmarkEvalCallback`: the benchmark evaluation during training, every ``eval_steps`` steps."""
+""":class:`BenchmarkEvalCallback`: evaluation during training, every ``eval_steps`` steps — benchmark pass@k,
+or (:meth:`BenchmarkEvalCallback.greedy`) the held-out accuracy check of the warm-up and of RL."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ __all__ = ["BenchmarkEvalCallback"]
 
 
 class BenchmarkEvalCallback(TrainerCallback):
-    """Run :func:`~bnpo_trl.evaluation.evaluate` on a small benchmark subset every ``eval_steps`` steps.
+    """Run :func:`~bnpo_trl.evaluation.evaluate` on a small benchmark subset every ``eval_steps`` steps
+    (0: only when :meth:`run` or :meth:`measure` is called).
 
     Logs ``eval/<benchmark>/pass@1`` (and ``pass@k`` for the other k, ``mean_length``,
     ``no_answer_rate``) through the trainer's loggers when ``trainer`` is given (TRL's own callbacks
     take the trainer the same way), else into ``state.log_history``; the points are kept in
-    ``history``. Runs on the main process only, with the transformers backend, on the model as the
-    trainer holds it: fine for single-GPU, DDP and ZeRO-1/2, not for ZeRO-3 or FSDP (sharded weights).
+    ``history``, and ``curve`` holds ``(step, mean pass@1)``. By default it runs on the main process only,
+    with the transformers backend, on the model as the trainer holds it: fine for single-GPU, DDP and
+    ZeRO-1/2; with ``every_rank`` every rank generates (ZeRO-3 and FSDP gather sharded weights that way).
 
     Example::
 
@@ -47,10 +50,13 @@ class BenchmarkEvalCallback(TrainerCallback):
         seed: int = 0,
         reward: Any = "accuracy",
         ks: Sequence[int] | None = None,
+        require_eos: bool = False,
+        every_rank: bool = False,
+        accuracy_key: str | None = None,
         trainer: Any = None,
     ) -> None:
-        if eval_steps < 1:
-            raise ValueError(f"eval_steps must be >= 1, got {eval_steps}.")
+        if eval_steps < 0:
+            raise ValueError(f"eval_steps must be >= 0 (0: only when called), got {eval_steps}.")
         self.tokenizer = tokenizer
         self.benchmarks = (
             benchmarks
@@ -58,6 +64,7 @@ class BenchmarkEvalCallback(TrainerCallback):
             else load_benchmarks(benchmarks, system_prompt=system_prompt, limit=limit)
         )
         self.eval_steps, self.limit, self.trainer = eval_steps, limit, trainer
+        self.every_rank, self.accuracy_key = every_rank, accuracy_key
         self.options = {
             "n": n,
             "temperature": temperature,
@@ -69,8 +76,41 @@ class BenchmarkEvalCallback(TrainerCallback):
             "seed": seed,
             "reward": reward,
             "ks": ks,
+            "require_eos": require_eos,
         }
         self.history: list[dict[str, Any]] = []
+        self.curve: list[tuple[int, float]] = []
+
+    @classmethod
+    def greedy(
+        cls,
+        tokenizer: Any,
+        dataset: Any,
+        reward: Any,
+        eval_steps: int,
+        max_new_tokens: int,
+        name: str = "heldout",
+    ) -> BenchmarkEvalCallback:
+        """The held-out accuracy check (the warm-up's stop rule, accuracy before/during/after RL): greedy, one
+        sample per problem of ``dataset`` (prompts as they are), a completion that does not end within
+        ``max_new_tokens`` counts as wrong; on every rank; logged as ``<name>/accuracy``. Not at the run's
+        last step, which the caller measures after training."""
+        return cls(
+            tokenizer,
+            {name: dataset},
+            eval_steps,
+            limit=None,
+            n=1,
+            temperature=0.0,
+            top_p=1.0,
+            max_new_tokens=max_new_tokens,
+            batch_size=64,
+            system_prompt=None,
+            reward=reward,
+            require_eos=True,
+            every_rank=True,
+            accuracy_key=f"{name}/accuracy",
+        )
 
     def run(self, model: Any, step: int) -> dict[str, float]:
         """Evaluate now; returns (and records) the logged metrics."""
@@ -91,15 +131,28 @@ class BenchmarkEvalCallback(TrainerCallback):
                 logs[f"eval/{name}/{key}"] = value
             logs[f"eval/{name}/mean_length"] = r["mean_length"]
             logs[f"eval/{name}/no_answer_rate"] = r["no_answer_rate"]
+        pass_at_1 = [r["pass@k"]["pass@1"] for r in report["results"].values()]
+        self.curve.append((step, sum(pass_at_1) / len(pass_at_1)))
         self.history.append({"step": step, **logs})
         return logs
 
+    def measure(self, model: Any, step: int) -> float:
+        """Evaluate now; returns the mean pass@1 over the benchmarks (the accuracy, for greedy n=1)."""
+        self.run(model, step)
+        return self.curve[-1][1]
+
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> Any:
-        if state.global_step % self.eval_steps or not state.is_world_process_zero:
+        if not self.eval_steps or state.global_step % self.eval_steps:
+            return control
+        if self.accuracy_key and state.global_step >= state.max_steps:
+            return control  # the last step: measured after training
+        if not (self.every_rank or state.is_world_process_zero):
             return control
         if model is None:
             raise ValueError("BenchmarkEvalCallback needs the model; the trainer passes it as `model`.")
         logs = self.run(model, state.global_step)
+        if self.accuracy_key:
+            logs = {self.accuracy_key: self.curve[-1][1]}
         from transformers import Trainer
 
         if self.trainer is not None and isinstance(self.trainer, Trainer):

@@ -71,6 +71,7 @@ def _sampling(
     stop_token_ids: Sequence[int] | None,
 ) -> dict[str, Any]:
     """What every backend samples with: no top-k, no repetition penalty, and the end-of-turn stop token."""
+    _check_settings(tokenizer, n, temperature)
     stops = end_of_turn_token_ids(tokenizer) if stop_token_ids is None else [int(t) for t in stop_token_ids]
     return {
         "n": n,
@@ -88,10 +89,12 @@ def _generate(
     requests: Sequence[GenerationRequest],
     sampling: Mapping[str, Any],
     seed: int,
-    label: str,
+    model_name: str | None,
     progress: bool,
 ) -> list[Any]:
     from tqdm.auto import tqdm
+
+    label = f"generating ({model_name or 'model'})"
 
     total = sum(len(r.texts) for r in requests) * sampling["n"]
     bar = tqdm(total=total, desc=label, unit="completion", dynamic_ncols=True, disable=not progress)
@@ -123,6 +126,7 @@ def evaluate(
     n_bootstrap: int = 1000,
     model_name: str | None = None,
     stop_token_ids: Sequence[int] | None = None,
+    require_eos: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a model on benchmarks; returns ``{"metadata", "results", "average"}``.
 
@@ -131,15 +135,12 @@ def evaluate(
         tokenizer: The model's tokenizer; its chat template renders the prompts.
         benchmarks: Names and/or local files (:func:`~bnpo_trl.evaluation.parse_benchmark_specs`), or a
             mapping name -> ``Benchmark`` or ``datasets.Dataset`` (the bnpo_trl.data column contract).
-        n: Samples per problem.
-        temperature, top_p, max_new_tokens: Sampling (``temperature=0``: greedy, then ``n`` must be 1) and
-            the completion budget; prompt + budget must fit the model's context.
-        ks: The k of pass@k (default :func:`~bnpo_trl.evaluation.default_ks`; values above ``n`` are
-            dropped; pass@1 is always reported).
+        n, temperature, top_p, max_new_tokens: Samples per problem and sampling (``temperature=0``: greedy,
+            then ``n`` must be 1), the completion budget; prompt + budget must fit the model's context.
+        ks: The k of pass@k (default :func:`default_ks`; above ``n``: dropped; pass@1 always).
         backend: ``"transformers"``, ``"vllm"`` or a :class:`~bnpo_trl.evaluation.backends.Backend` object.
         batch_size, seed: Prompts per ``generate`` call (transformers); the sampling and bootstrap seed.
-        system_prompt: System message (default: the training default); ``None`` omits it. Only used when
-            ``benchmarks`` are loaded here (names or files).
+        system_prompt: System message of benchmarks loaded here (names, files); default training's; None: none.
         chat_template_kwargs, limit: Extra arguments of ``apply_chat_template`` (the recipe's); keep the
             first ``limit`` problems of each benchmark.
         reward: The reward judging completions: a registry spec (``"accuracy"``,
@@ -147,22 +148,26 @@ def evaluate(
         samples_path: Write one JSON line per completion there (see ``docs/evaluation.md``).
         progress, n_bootstrap, model_name: Show a progress bar (stderr); bootstrap resamples for the
             confidence intervals (0: none); the name recorded in the metadata.
-        stop_token_ids: Extra stop tokens (default: the chat template's end-of-turn token).
+        stop_token_ids, require_eos: Extra stop tokens (default: the chat template's end-of-turn token);
+            count a completion that did not stop within ``max_new_tokens`` as wrong (as the held-out check).
     """
     started = time.perf_counter()
-    _check_settings(tokenizer, n, temperature)
+    sampling = _sampling(tokenizer, n, temperature, top_p, max_new_tokens, stop_token_ids)  # checks them
     loaded = as_benchmarks(benchmarks, system_prompt, limit)
     backend = make_backend(backend, model, tokenizer, batch_size=batch_size, progress=progress)
     reward_func, reward_name = resolve_reward(reward)
-    sampling = _sampling(tokenizer, n, temperature, top_p, max_new_tokens, stop_token_ids)
     context = backend.context_length()
     requests = build_requests(tokenizer, loaded, chat_template_kwargs, max_new_tokens, context, seed)
-    generations = _generate(
-        backend, requests, sampling, seed, f"generating ({model_name or 'model'})", progress
-    )
-    scoring = {"n": n, "ks": ks, "n_bootstrap": n_bootstrap, "seed": seed, "model_name": model_name}
+    generations = _generate(backend, requests, sampling, seed, model_name, progress)
+    scoring = {"n": n, "ks": ks, "n_bootstrap": n_bootstrap, "seed": seed, "require_eos": require_eos}
     results = score_benchmarks(
-        requests, generations, loaded, reward_func, **scoring, samples_path=samples_path
+        requests,
+        generations,
+        loaded,
+        reward_func,
+        **scoring,
+        model_name=model_name,
+        samples_path=samples_path,
     )
     metadata = run_metadata(
         model_name=model_name or (model if isinstance(model, str) else type(model).__name__),

@@ -76,15 +76,20 @@ class Judged:
     correct: list[bool]
 
 
-def judge(reward_func: Callable[..., Any], bench: Benchmark, gens: Any, n: int) -> Judged:
-    """Score every completion of one benchmark (``gens``: :class:`bnpo_trl.generation.Generations`)."""
+def judge(
+    reward_func: Callable[..., Any], bench: Benchmark, gens: Any, n: int, require_eos: bool = False
+) -> Judged:
+    """Score every completion of one benchmark (``gens``: :class:`bnpo_trl.generation.Generations`); with
+    ``require_eos`` a completion that did not end within the token budget counts as wrong."""
     golds = [str(a) for a in bench.dataset["answer"]]
     prompts = list(bench.dataset["prompt"])
     texts = [t for row in gens.texts for t in row]
     flat_golds = [g for g in golds for _ in range(n)]
     flat_prompts = [p for p in prompts for _ in range(n)]
     scores, verdicts = score_completions(reward_func, flat_prompts, flat_golds, texts)
-    return Judged(golds, texts, verdicts, [s is not None and s >= 1.0 for s in scores])
+    ended = [e or not require_eos for row in gens.terminated for e in row]
+    correct = [s is not None and s >= 1.0 and e for s, e in zip(scores, ended, strict=True)]
+    return Judged(golds, texts, verdicts, correct)
 
 
 def _rows(flat: list, n: int) -> list[list]:
@@ -165,6 +170,7 @@ def score_benchmarks(
     seed: int,
     model_name: str | None,
     samples_path: str | os.PathLike[str] | None,
+    require_eos: bool = False,
 ) -> dict[str, Any]:
     """Per benchmark, its result (metrics, source, ``problems_sha256``); writes ``samples_path`` if given."""
     results: dict[str, Any] = {}
@@ -176,7 +182,7 @@ def score_benchmarks(
         )
         for request, gens in zip(requests, generations, strict=True):
             bench = benchmarks[request.benchmark]
-            judged = judge(reward_func, bench, gens, n)
+            judged = judge(reward_func, bench, gens, n, require_eos)
             results[request.benchmark] = _result(
                 request.benchmark, bench, judged, gens, n, ks, n_bootstrap, seed
             )
