@@ -547,3 +547,15 @@ def test_arithmetic_heldout_split_repeats_only_past_its_pool(split: str) -> None
     questions = [row["prompt"][-1]["content"] for row in rows]
     assert set(questions) == {f"What is {a} + {b}?" for a, b in pool}  # the whole pool, then repeats
     assert len(questions) == len(pool) + 10
+
+
+def test_a_mixture_entry_takes_exactly_the_loader_options():
+    # MixtureEntry repeats LoadOptions' fields (with a per-mixture system_prompt default): keep them in step
+    import dataclasses
+
+    from bnpo_trl.data.mixture import MixtureEntry
+    from bnpo_trl.data.registry import LoadOptions
+
+    entry = {f.name for f in dataclasses.fields(MixtureEntry)} - {"name", "weight"}
+    options = {f.name for f in dataclasses.fields(LoadOptions)} - {"num_proc", "cache_dir"}
+    assert entry == options
