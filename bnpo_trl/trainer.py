@@ -35,6 +35,7 @@ from bnpo_trl.checkpoints import (
 )
 from bnpo_trl.config import NormalizedGRPOConfig
 from bnpo_trl.normalizers import Normalizer, get_normalizer, resolve_normalizer
+from bnpo_trl.normalizers.base import MAX_ABS_REWARD
 from bnpo_trl.normalizers.functional import combine_rewards
 from bnpo_trl.rewards import reward_range_of
 
@@ -148,7 +149,9 @@ class NormalizedGRPOTrainer(GRPOTrainer):
         local_sources = [str(x[column]) if x.get(column) is not None else None for x in inputs]
         sources = gather_object(local_sources)  # a collective: every rank calls it, in rank order
         self._captured = {"rewards": rewards, "data_sources": None if None in sources else sources}
-        return rewards
+        # TRL's own logged reward statistics: a non-finite reward counts as unscored there too (ours are
+        # counted by the normalizer as normalizer/nonfinite_rewards)
+        return rewards.masked_fill(torch.isinf(rewards) | (rewards.abs() > MAX_ABS_REWARD), float("nan"))
 
     def _generate_and_score_completions(self, inputs):
         self._captured = None
@@ -285,10 +288,27 @@ class NormalizedGRPOTrainer(GRPOTrainer):
                 f"Checkpoint {checkpoint} was trained with advantage_normalizer={payload.get('normalizer')!r}, "
                 f"not {self.normalizer_name!r}; resume with the same normalizer or start a new run."
             )
-        try:
-            self.normalizer.load_state_dict(payload["state"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{checkpoint}/{NORMALIZER_STATE_FILE} holds an invalid state: {err}") from err
+        saved_kwargs = payload.get("normalizer_kwargs") or {}
+        problem = None
+        if json.dumps(saved_kwargs, sort_keys=True) != json.dumps(self.normalizer_kwargs, sort_keys=True):
+            problem = (
+                f"normalizer_kwargs {saved_kwargs} differ from this run's {self.normalizer_kwargs} (the state was "
+                "built with the former); resume with the same normalizer_kwargs"
+            )
+        else:
+            try:
+                self.normalizer.load_state_dict(payload["state"])
+            except (KeyError, TypeError, ValueError) as err:
+                problem = f"invalid state ({type(err).__name__}: {err}); resume from an earlier checkpoint"
+        if problem is None:
+            return
+        where = f"{checkpoint}/{NORMALIZER_STATE_FILE}"
+        if getattr(self.args, "allow_fresh_normalizer_state", False):
+            logger.warning(
+                "%s: %s. allow_fresh_normalizer_state: the normalizer starts fresh.", where, problem
+            )
+            return
+        raise ValueError(f"{where}: {problem}, or set allow_fresh_normalizer_state: true to start it fresh.")
 
     # -- model card -----------------------------------------------------------------------------------
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):

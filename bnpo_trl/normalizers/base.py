@@ -17,6 +17,7 @@ import torch
 from bnpo_trl.normalizers.functional import combine_rewards
 
 __all__ = [
+    "MAX_ABS_REWARD",
     "Normalizer",
     "available_normalizers",
     "function_normalizer",
@@ -24,6 +25,10 @@ __all__ = [
     "register_normalizer",
     "resolve_normalizer",
 ]
+
+#: Rewards beyond this magnitude (and ±inf) are not scores: they count as unscored (NaN) and are counted in
+#: ``nonfinite_rewards``; squared deviations of in-range rewards stay finite in float32.
+MAX_ABS_REWARD = 2.0**50
 
 _REGISTRY: dict[str, type] = {}
 _ALIASES: dict[str, str] = {}
@@ -36,6 +41,8 @@ class Normalizer:
     Call as ``norm(rewards, group_size=G, data_sources=None, reward_weights=None, update=True)``:
 
     - ``rewards``: (N,) or (N, F) float tensor, ``N = P * G``, groups contiguous; NaN = not scored.
+      ±inf and values beyond ±:data:`MAX_ABS_REWARD` (a reward model's overflow) are treated as NaN and
+      counted in ``last_stats["nonfinite_rewards"]``; they never reach the running state.
     - returns (N,) float32 on the input's device, finite; rows whose rewards are all NaN get 0.
     - ``update=False`` leaves running state untouched (evaluation).
     - after a call, ``last_stats`` holds ``{"<name>/<stat>": float}`` to log.
@@ -101,12 +108,15 @@ class Normalizer:
                     f"reward_weights has shape {tuple(reward_weights.shape)}, expected ({num_funcs},): "
                     "one weight per reward function."
                 )
+        invalid = torch.isinf(rewards) | (rewards.abs() > MAX_ABS_REWARD)
+        rewards = rewards.masked_fill(invalid, float("nan"))
         unscored = torch.isnan(rewards) if rewards.dim() == 1 else torch.isnan(rewards).all(dim=1)
         inputs = (
             rewards if (self.decomposes and rewards.dim() == 2) else combine_rewards(rewards, reward_weights)
         )
         self.last_stats = {}
         adv = self.compute(inputs, group_size, data_sources, reward_weights, update)
+        self.last_stats["nonfinite_rewards"] = float(invalid.sum())
         adv = torch.nan_to_num(adv.float(), nan=0.0, posinf=0.0, neginf=0.0)
         return adv.masked_fill(unscored, 0.0).to(rewards.device)
 

@@ -15,7 +15,7 @@ import torch
 
 from bnpo_trl.normalizers import functional as F
 from bnpo_trl.normalizers.base import Normalizer, register_normalizer, resolve_normalizer
-from bnpo_trl.normalizers.state import Welford
+from bnpo_trl.normalizers.state import Welford, checked_float
 
 
 def _stateless(name: str, aliases: tuple[str, ...], func: Any, class_name: str) -> type[Normalizer]:
@@ -238,8 +238,21 @@ class BNPONormalizer(Normalizer):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._moments = {k: [float(x) for x in v] for k, v in state.get("ema_moments", {}).items()}
-        self._seen = {k: [float(x) for x in v] for k, v in state.get("seen_range", {}).items()}
+        moments = {}  # smoothed moments of success rates in [0, 1]
+        for key, values in state.get("ema_moments", {}).items():
+            if len(values) != 2:
+                raise ValueError(f"ema_moments.{key} must be [mean, variance], got {values}.")
+            moments[key] = [
+                checked_float(x, f"ema_moments.{key}[{i}]", low=0.0, bound=1.0) for i, x in enumerate(values)
+            ]
+        seen = {
+            k: [checked_float(x, f"seen_range.{k}[{i}]") for i, x in enumerate(v)]
+            for k, v in state.get("seen_range", {}).items()
+        }
+        for key, values in seen.items():
+            if len(values) != 2 or not values[0] < values[1]:
+                raise ValueError(f"seen_range.{key} must be [lo, hi] with lo < hi, got {values}.")
+        self._moments, self._seen = moments, seen
 
 
 @register_normalizer("ebpo")
@@ -298,8 +311,15 @@ class EBPONormalizer(Normalizer):
         return {"rewards": self.rewards_stats.state_dict(), "group_means": self.group_mean_stats.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rewards_stats.load_state_dict(state["rewards"])
-        self.group_mean_stats.load_state_dict(state["group_means"])
+        rewards, group_means = Welford(), Welford()
+        rewards.load_state_dict(state["rewards"], field="rewards")
+        group_means.load_state_dict(state["group_means"], field="group_means")
+        if group_means.count > rewards.count:
+            raise ValueError(
+                f"group_means.count ({group_means.count}) exceeds rewards.count ({rewards.count}): every group "
+                "mean comes from at least one reward."
+            )
+        self.rewards_stats, self.group_mean_stats = rewards, group_means
 
 
 @register_normalizer("median", aliases=("source_median",))
@@ -403,7 +423,29 @@ class SourceMedianNormalizer(Normalizer):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._std_history = [{k: [float(x) for x in v] for k, v in d.items()} for d in state["std_history"]]
-        self._reward_history = [
-            {k: [float(x) for x in v] for k, v in d.items()} for d in state.get("reward_history", [])
-        ]
+        stds = _checked_history(state["std_history"], "std_history", positive=True)
+        rewards = _checked_history(state.get("reward_history", []), "reward_history", positive=False)
+        if self.window and max(len(stds), len(rewards)) > self.window:
+            raise ValueError(
+                f"std_history holds {len(stds)} steps, more than this run's window={self.window}: the checkpoint "
+                "was saved with other options."
+            )
+        self._std_history, self._reward_history = stds, rewards
+
+
+def _checked_history(history: Any, field: str, positive: bool) -> list[dict[str, list[float]]]:
+    """A median history (one ``{source: [values]}`` per step) with every value finite (stds: > 0)."""
+    if not isinstance(history, list):
+        raise ValueError(f"{field} must be a list of {{source: [values]}}, got {type(history).__name__}.")
+    out = []
+    for step, entry in enumerate(history):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{field}[{step}] must be a mapping source -> values, got {entry!r}.")
+        checked = {}
+        for source, values in entry.items():
+            where = f"{field}[{step}].{source}"
+            checked[source] = [checked_float(x, f"{where}[{i}]") for i, x in enumerate(values)]
+            if positive and any(x <= 0 for x in checked[source]):
+                raise ValueError(f"{where} holds a std <= 0: {checked[source]}.")
+        out.append(checked)
+    return out

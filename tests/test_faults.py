@@ -1,0 +1,169 @@
+"""Faults and bad input (issue 18): each case is injected and its outcome asserted — training goes on with
+correct advantages and a counted metric, or a clear error that names the file, field or flag and the fix.
+The table these cases make is docs/reliability.md."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from transformers import AutoModelForCausalLM
+
+from bnpo_trl.checkpoints import NORMALIZER_STATE_FILE
+from bnpo_trl.normalizers import available_normalizers, get_normalizer
+from tests.trainer_utils import RecordingTrainer, parity_reward, tiny_config, tiny_dataset
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
+
+NAN, INF = math.nan, math.inf
+NORMALIZERS = available_normalizers(include_aliases=False)
+#: Non-finite or overflowing reward values a reward function or a reward model may return.
+BAD_VALUES = [INF, -INF, NAN, 1e300, -(2.0**60)]
+STATEFUL = {"ebpo": {}, "median": {"window": 3, "center": "source_median"}, "bnpo": {"ema": 0.5}}
+
+
+def _kwargs(name: str) -> dict:
+    return {**STATEFUL.get(name, {}), **({"reward_range": [0, 1]} if name == "bnpo" else {})}
+
+
+# -- 1. non-finite rewards --------------------------------------------------------------------------------
+@st.composite
+def corrupted_sequences(draw):
+    """Three batches of rewards in [0, 1] (4 groups of 4), and the same batches with values at random places
+    replaced by a non-finite or overflowing one."""
+    clean, corrupt = [], []
+    for _ in range(3):
+        values = draw(st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0]), min_size=16, max_size=16))
+        places = draw(st.lists(st.integers(0, 15), max_size=6, unique=True))
+        bad = [draw(st.sampled_from(BAD_VALUES)) for _ in places]
+        marked, broken = list(values), list(values)
+        for place, value in zip(places, bad, strict=True):
+            marked[place], broken[place] = NAN, value
+        clean.append(torch.tensor(marked, dtype=torch.float64).float())
+        corrupt.append(torch.tensor(broken, dtype=torch.float64).float())
+    return clean, corrupt
+
+
+@pytest.mark.parametrize("name", NORMALIZERS)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sequences=corrupted_sequences())
+def test_non_finite_rewards_act_exactly_as_unscored_ones_and_never_reach_the_state(name, sequences):
+    marked_norm, corrupt_norm = get_normalizer(name, **_kwargs(name)), get_normalizer(name, **_kwargs(name))
+    sources = ["a"] * 8 + ["b"] * 8
+    for marked, corrupt in zip(*sequences, strict=True):
+        expected = marked_norm(marked, group_size=4, data_sources=sources)
+        got = corrupt_norm(corrupt, group_size=4, data_sources=sources)
+        assert torch.equal(got, expected) and torch.isfinite(got).all()
+        bad = int((~torch.isnan(corrupt) & torch.isnan(marked)).sum())
+        assert corrupt_norm.last_stats["nonfinite_rewards"] == bad  # NaN is "unscored", not counted here
+        assert corrupt_norm.state_dict() == marked_norm.state_dict()
+        json.dumps(corrupt_norm.state_dict(), allow_nan=False)  # finite: a checkpoint can hold it
+
+
+def _reward_with(bad_value):
+    """parity_reward, except that on its second call the first and fourth completions get ``bad_value``."""
+    calls = []
+
+    def reward(completions, **kwargs):
+        scores = parity_reward(completions)
+        calls.append(1)
+        if len(calls) == 2:
+            scores[0] = scores[3] = bad_value
+        return scores
+
+    reward.__name__ = "parity_reward"
+    return reward
+
+
+@pytest.mark.parametrize("bad_value", [INF, -INF, NAN, 1e300])
+def test_one_infinite_reward_does_not_disable_ebpo(bad_value, tiny_path, tokenizer, tmp_path):
+    def run(reward, folder):
+        config = tiny_config(tmp_path / folder, advantage_normalizer="ebpo", max_steps=4)
+        model = AutoModelForCausalLM.from_pretrained(tiny_path)
+        trainer = RecordingTrainer(model, reward, config, tiny_dataset(), processing_class=tokenizer)
+        trainer.train()
+        return trainer
+
+    broken, unscored = run(_reward_with(bad_value), "broken"), run(_reward_with(None), "unscored")
+    for a, b in zip(broken.record, unscored.record, strict=True):
+        assert torch.equal(a["advantages"], b["advantages"])
+    assert broken.normalizer.state_dict() == unscored.normalizer.state_dict()
+    assert all(r["advantages"].abs().sum() > 0 for r in broken.record[2:])  # later steps still learn
+    logged = [
+        e["normalizer/nonfinite_rewards"]
+        for e in broken.state.log_history
+        if "normalizer/nonfinite_rewards" in e
+    ]
+    assert logged[1] == (0 if math.isnan(bad_value) else 2) and sum(logged) == logged[1]
+    trl_means = [e["reward"] for e in broken.state.log_history if "reward" in e]
+    assert all(math.isfinite(m) for m in trl_means)  # TRL's own reward statistics skip them too
+
+
+# -- corrupt state ----------------------------------------------------------------------------------------
+def _state_after_one_batch(name: str) -> dict:
+    norm = get_normalizer(name, **_kwargs(name))
+    norm(
+        torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0]),
+        group_size=4,
+        data_sources=["a"] * 4 + ["b"] * 4,
+    )
+    return json.loads(json.dumps(norm.state_dict()))
+
+
+CORRUPT_STATES = [
+    ("ebpo", lambda s: s["rewards"].update(mean=1e300), r"rewards\.mean = 1e\+300 is outside"),
+    ("ebpo", lambda s: s["rewards"].update(mean=NAN), r"rewards\.mean = nan is outside"),
+    ("ebpo", lambda s: s["group_means"].update(m2=-1.0), r"group_means\.m2 = -1\.0 is outside"),
+    ("ebpo", lambda s: s["rewards"].update(count=-3), r"rewards\.count must be an integer >= 0"),
+    ("ebpo", lambda s: s["rewards"].update(count="7"), r"rewards\.count must be an integer"),
+    ("ebpo", lambda s: s["group_means"].update(count=10**6), r"group_means\.count .* exceeds rewards\.count"),
+    ("ebpo", lambda s: s.pop("group_means"), "group_means"),
+    ("median", lambda s: s["std_history"][0].update(a=[NAN]), r"std_history\[0\]\.a\[0\] = nan"),
+    ("median", lambda s: s["std_history"][0].update(a=[-0.5]), r"std_history\[0\]\.a holds a std <= 0"),
+    ("median", lambda s: s.update(std_history=[{}] * 9), r"more than this run's window=3"),
+    ("median", lambda s: s["reward_history"][0].update(b=[INF]), r"reward_history\[0\]\.b\[0\] = inf"),
+    ("bnpo", lambda s: s["ema_moments"].update(combined=[5.0, 0.1]), r"ema_moments\.combined\[0\] = 5\.0"),
+]
+
+
+@pytest.mark.parametrize(("name", "corrupt", "match"), CORRUPT_STATES)
+def test_corrupt_state_is_an_error_naming_the_field(name, corrupt, match):
+    state = _state_after_one_batch(name)
+    corrupt(state)
+    with pytest.raises((ValueError, KeyError), match=match):
+        get_normalizer(name, **_kwargs(name)).load_state_dict(state)
+
+
+def _checkpoint(tiny_path, tokenizer, folder, **overrides):
+    config = tiny_config(
+        folder, advantage_normalizer="ebpo", save_strategy="steps", save_steps=1, **overrides
+    )
+    model = AutoModelForCausalLM.from_pretrained(tiny_path)
+    return RecordingTrainer(model, parity_reward, config, tiny_dataset(), processing_class=tokenizer)
+
+
+def test_a_corrupt_or_foreign_checkpoint_state_names_the_file_and_opt_in_starts_fresh(
+    tiny_path, tokenizer, tmp_path, caplog
+):
+    _checkpoint(tiny_path, tokenizer, tmp_path, max_steps=1).train()
+    state_file = tmp_path / "checkpoint-1" / NORMALIZER_STATE_FILE
+    payload = json.loads(state_file.read_text())
+    payload["state"]["rewards"]["mean"] = 1e300
+    state_file.write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match=rf"{state_file}: invalid state.*rewards\.mean.*allow_fresh"):
+        _checkpoint(tiny_path, tokenizer, tmp_path, max_steps=2).train(resume_from_checkpoint=True)
+    payload["state"]["rewards"]["mean"] = 0.5
+    payload["normalizer_kwargs"] = {"standardize": False}
+    state_file.write_text(json.dumps(payload))
+    with pytest.raises(
+        ValueError, match=r"normalizer_kwargs \{'standardize': False\} differ from this run's \{\}"
+    ):
+        _checkpoint(tiny_path, tokenizer, tmp_path, max_steps=2).train(resume_from_checkpoint=True)
+    fresh = _checkpoint(tiny_path, tokenizer, tmp_path, max_steps=2, allow_fresh_normalizer_state=True)
+    fresh.train(resume_from_checkpoint=True)
+    assert fresh.normalizer.state_dict()["rewards"]["count"] == 8  # only the resumed step's rewards
+    assert "starts fresh" in caplog.text
