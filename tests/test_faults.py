@@ -167,3 +167,33 @@ def test_a_corrupt_or_foreign_checkpoint_state_names_the_file_and_opt_in_starts_
     fresh.train(resume_from_checkpoint=True)
     assert fresh.normalizer.state_dict()["rewards"]["count"] == 8  # only the resumed step's rewards
     assert "starts fresh" in caplog.text
+
+
+# -- 2. transient verifier failures -------------------------------------------------------------------------
+@pytest.mark.parametrize("fault", ["SIGSTOP", "SIGKILL"])
+@pytest.mark.parametrize("during", ["gold check", "answer check"])
+def test_a_frozen_or_killed_verifier_worker_is_retried_and_never_cached(fault, during):
+    import os
+    import signal
+    import threading
+
+    from bnpo_trl.rewards.accuracy import MathVerifier
+    from bnpo_trl.rewards.pool import VerifierPool
+
+    pool = VerifierPool(workers=1, timeout=2.0)
+    try:
+        verifier = MathVerifier(pool)
+        gold, answer = r"\frac{1}{3}", r"\boxed{\dfrac{1}{3}}"
+        if during == "answer check":  # the gold is known already: the fault hits the answer's request
+            assert verifier.judge([gold], [r"\boxed{7/3}"]) == ["wrong"]
+        else:
+            pool.run([{"op": "item", "gold": "1", "pred": r"\boxed{1.0}"}])  # start the worker
+        pid = pool._workers[0].proc.pid
+        os.kill(pid, signal.SIGSTOP)  # frozen: only the wall-clock deadline ends it
+        if fault == "SIGKILL":  # killed while it holds the request
+            threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)).start()
+        assert verifier.judge([gold], [answer]) == ["correct"]
+        assert verifier.retried == 1 and pool.stats.killed == 1
+        assert verifier.judge([gold], [answer]) == ["correct"] and verifier.retried == 1  # cached: a verdict
+    finally:
+        pool.close()

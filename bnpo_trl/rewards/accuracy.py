@@ -11,6 +11,8 @@ How one row is scored:
 3. ``verify(gold, prediction)`` (gold first: math-verify is not symmetric) in a worker process, under a CPU
    budget and a hard wall-clock timeout enforced by this process (:mod:`bnpo_trl.rewards.pool`).
 4. Verdicts are cached by ``(gold, extracted answer)``: GRPO groups repeat answers, epochs repeat golds.
+   Only deterministic outcomes are cached; a timeout (a hang, a killed or frozen worker) is retried once
+   on the replacement worker and never cached.
 
 Fast path: when the gold and the box's content are both plain integers of at most 15 digits (``0``,
 ``-12``, ``143``: no sign on zero, no leading zeros), the verdict is their equality, decided here without
@@ -126,6 +128,7 @@ class MathVerifier:
         self.cache_hits = 0
         self.cache_misses = 0
         self.integer_verdicts = 0  # pairs decided by the plain-integer fast path
+        self.retried = 0  # requests sent a second time after a timeout
 
     def judge(self, golds: Sequence[Any], texts: Sequence[str]) -> list[str]:
         """One verdict per row: ``correct``, ``wrong``, ``no_answer``, ``timeout`` or ``unparsed_gold``."""
@@ -160,9 +163,10 @@ class MathVerifier:
                         requests.append({"op": "item", "gold": gold, "pred": pred})
                         self.cache_misses += 1
             # Requests of one gold go to one worker (its gold cache), unless another worker runs out of work.
-            replies = self.pool.run(requests, keys=[request["gold"] for request in requests])
+            replies = self._run_with_one_retry(requests)
             for (key, rows), reply in zip(todo.items(), replies, strict=True):
-                self._verdicts.store(key, reply["status"])  # timeouts too: the same pair would hang again
+                if reply["status"] != "timeout":  # a timeout may be transient (a killed or frozen worker)
+                    self._verdicts.store(key, reply["status"])
                 for i in rows:
                     statuses[i] = reply["status"]
         return statuses  # type: ignore[return-value]
@@ -172,16 +176,29 @@ class MathVerifier:
             gold: True if _PLAIN_INTEGER.fullmatch(gold) else self._gold_ok.lookup(gold) for gold in golds
         }
         new = sorted(gold for gold, ok in known.items() if ok is None)
-        replies = self.pool.run([{"op": "gold", "gold": gold} for gold in new], keys=new)
+        replies = self._run_with_one_retry([{"op": "gold", "gold": gold} for gold in new])
         for gold, reply in zip(new, replies, strict=True):
-            ok = reply["status"] == "ok"  # a gold that does not parse in time is unusable as well
+            ok = reply["status"] == "ok"  # a gold that does not parse in time is unusable for this batch
             if not ok:
                 logger.warning(
                     "gold answer %.200r could not be parsed (%s): its rows score None", gold, reply["status"]
                 )
             known[gold] = ok
-            self._gold_ok.store(gold, ok)
+            if reply["status"] != "timeout":  # only a parse result is cached; a timeout is tried again later
+                self._gold_ok.store(gold, ok)
         return known  # type: ignore[return-value]
+
+    def _run_with_one_retry(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``pool.run``; requests that timed out (a hang, or a worker killed or frozen under them) are sent
+        once more, to the replacement workers, before their timeout counts."""
+        replies = self.pool.run(requests, keys=[request["gold"] for request in requests])
+        again = [i for i, reply in enumerate(replies) if reply["status"] == "timeout"]
+        if again:
+            self.retried += len(again)
+            second = self.pool.run([requests[i] for i in again], keys=[requests[i]["gold"] for i in again])
+            for i, reply in zip(again, second, strict=True):
+                replies[i] = reply
+        return replies
 
 
 _VERIFIERS: dict[PoolSettings, MathVerifier] = {}
