@@ -27,6 +27,7 @@ import argparse
 import errno
 import hashlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -58,6 +59,8 @@ EOS_TOKEN = "<|im_end|>"
 PAD_TOKEN = "<|endoftext|>"
 #: The tokenizer has no BOS token (``bos_token=None``), like Qwen2 chat tokenizers.
 BOS_TOKEN = None
+
+logger = logging.getLogger(__name__)
 
 _SPECIAL_TOKENS = [PAD_TOKEN, IM_START_TOKEN, EOS_TOKEN]
 _VOCAB_SIZE = 300  # 256 byte symbols + 3 special tokens + ~40 merges
@@ -267,16 +270,35 @@ def tiny_model_path(
     )
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     dest = root / name
-    if (dest / _MARKER_FILE).is_file():
+    if _is_complete(dest):
         return str(dest)
-    if dest.exists():
-        raise RuntimeError(
-            f"The cache folder {str(dest)!r} exists but is incomplete (no {_MARKER_FILE}); it was not written "
-            "by tiny_model_path. Delete it and call again."
-        )
+    from filelock import FileLock
 
-    _build_atomically(root, name, dest, spec)
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f".{name}.lock")):  # one builder; the other processes wait, then reuse it
+        if _is_complete(dest):
+            return str(dest)
+        if dest.exists():  # a build that lost files (or a foreign folder): build it again
+            logger.warning("The tiny-model cache %s is incomplete: rebuilding it.", dest)
+            shutil.rmtree(dest)
+        _build_atomically(root, name, dest, spec)
+    if not _is_complete(dest):
+        raise RuntimeError(
+            f"Building the tiny model into {dest} left it incomplete: {_missing(dest)} missing."
+        )
     return str(dest)
+
+
+#: What a usable cached folder holds (the marker is written last, after the others were checked).
+_COMPLETE_FILES = ("config.json", "model.safetensors", "tokenizer.json", _MARKER_FILE)
+
+
+def _missing(folder: Path) -> list[str]:
+    return [f for f in _COMPLETE_FILES if not (folder / f).is_file()]
+
+
+def _is_complete(folder: Path) -> bool:
+    return folder.is_dir() and not _missing(folder)
 
 
 def _check_shape(
@@ -336,6 +358,11 @@ def _build_atomically(root: Path, name: str, dest: Path, spec: dict[str, object]
 def _build_into(folder: Path, spec: dict[str, object]) -> None:
     """Build tokenizer + random Qwen2 model and ``save_pretrained`` both into ``folder``."""
     import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # transformers' save_pretrained writes nothing on a rank other than 0 once a process group exists
+        _build_in_child_process(folder, spec)
+        return
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     tokenizer = build_tokenizer()
@@ -361,9 +388,25 @@ def _build_into(folder: Path, spec: dict[str, object]) -> None:
     model.generation_config = GenerationConfig(bos_token_id=pad_id, eos_token_id=eos_id, pad_token_id=pad_id)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    missing = [f for f in _COMPLETE_FILES if f != _MARKER_FILE and not (folder / f).is_file()]
+    if missing:
+        raise RuntimeError(f"save_pretrained left {missing} out of {folder}.")
     n_params = sum(p.numel() for p in model.parameters())
     # Written last: its presence marks a complete build.
     (folder / _MARKER_FILE).write_text(json.dumps({**spec, "num_parameters": n_params}, indent=2) + "\n")
+
+
+def _build_in_child_process(folder: Path, spec: dict[str, object]) -> None:
+    """:func:`_build_into` in a fresh interpreter (no process group), for a rank of a distributed run."""
+    import subprocess
+    import sys
+
+    code = "import json, sys, pathlib; from bnpo_trl.tiny_model import _build_into; "
+    code += "_build_into(pathlib.Path(sys.argv[1]), json.loads(sys.argv[2]))"
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")
+    }
+    subprocess.run([sys.executable, "-c", code, str(folder), json.dumps(spec)], check=True, env=env)
 
 
 def _main(argv: list[str] | None = None) -> None:

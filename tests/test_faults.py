@@ -197,3 +197,54 @@ def test_a_frozen_or_killed_verifier_worker_is_retried_and_never_cached(fault, d
         assert verifier.judge([gold], [answer]) == ["correct"] and verifier.retried == 1  # cached: a verdict
     finally:
         pool.close()
+
+
+# -- 3. the tiny-model cache ------------------------------------------------------------------------------
+_TWO_RANK_BUILD = """
+import os, sys, torch.distributed as dist
+dist.init_process_group("gloo")
+from bnpo_trl.tiny_model import tiny_model_path
+path = tiny_model_path(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, cache_dir=sys.argv[1])
+from transformers import AutoModelForCausalLM
+AutoModelForCausalLM.from_pretrained(path)  # loads on every rank
+print("RANK", dist.get_rank(), path, flush=True)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_a_two_rank_cold_cache_start_builds_one_complete_model(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "build.py"
+    script.write_text(_TWO_RANK_BUILD)
+    root = Path(__file__).resolve().parents[1]
+    env = {**__import__("os").environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    for attempt in range(3):  # the race went wrong in 2 of 3 tries before
+        cache = tmp_path / f"cache{attempt}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        proc = subprocess.run(
+            [*cmd, str(script), str(cache)], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        paths = {line.split()[2] for line in proc.stdout.splitlines() if line.startswith("RANK")}
+        assert len(paths) == 1
+        folder = Path(paths.pop())
+        assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+
+
+def test_an_incomplete_cached_tiny_model_is_rebuilt(tmp_path, caplog):
+    from pathlib import Path
+
+    from bnpo_trl.tiny_model import tiny_model_path
+
+    path = Path(
+        tiny_model_path(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, cache_dir=tmp_path)
+    )
+    (path / "config.json").unlink()  # what rank 1's build left before: the marker, no config or weights
+    (path / "model.safetensors").unlink()
+    again = tiny_model_path(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, cache_dir=tmp_path)
+    assert again == str(path) and (path / "config.json").is_file() and "rebuilding" in caplog.text
+    AutoModelForCausalLM.from_pretrained(again)
