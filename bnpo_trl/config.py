@@ -9,6 +9,7 @@ from typing import Any
 
 from trl import GRPOConfig
 
+from bnpo_trl.distributed import check_launch
 from bnpo_trl.normalizers import get_normalizer
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class NormalizedGRPOConfig(GRPOConfig):
         if not isinstance(kwargs, dict):
             raise ValueError(f"normalizer_kwargs must be a mapping, got {type(kwargs).__name__}.")
         self.normalizer_kwargs = kwargs
+        check_launch(self)  # several processes that each train alone; ddp_timeout on CPU
         get_normalizer(
             self.advantage_normalizer, **kwargs
         )  # unknown name or option -> ValueError, before loading

@@ -1,4 +1,10 @@
-"""Clean teardown of multi-process runs (gloo on CPU, NCCL on GPU).
+"""Multi-process runs (gloo on CPU, NCCL on GPU): checks at start-up, and a clean teardown.
+
+At start-up (:func:`check_launch`, from the config): a launcher that started several processes each of
+which trains alone is an error, and ``ddp_timeout`` also bounds the gloo group that transformers creates
+for ``use_cpu`` without passing the timeout on, so that a hung or stopped rank ends the job.
+
+Teardown:
 
 Why this exists: two-rank gloo runs used to die at exit now and then (``terminate called without an
 active exception``, SIGABRT) or hang. Seen here with py-spy: the DDP ``Reducer`` inside the trainer's
@@ -16,6 +22,8 @@ in the destructor), while the interpreter is fully alive and after a barrier.
 from __future__ import annotations
 
 import gc
+import os
+from datetime import timedelta
 from typing import Any
 
 import torch.distributed as dist
@@ -38,3 +46,19 @@ def shutdown_distributed(*trainers: Any) -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def check_launch(args: Any) -> None:
+    """Fail when the launcher started ``WORLD_SIZE`` > 1 processes but this one trains alone (world size 1:
+    each would train its own copy and write the same ``output_dir``); apply ``ddp_timeout`` to a CPU group."""
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if launched > 1 and args.world_size == 1:
+        raise ValueError(
+            f"The launcher started {launched} processes (WORLD_SIZE={launched}) but this one trains alone "
+            "(world size 1), so each process would train its own copy and write the same output_dir. On a "
+            "machine without a GPU set use_cpu: true (the ranks then form a gloo group); on GPUs check that "
+            "each process sees a GPU."
+        )
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo":
+        # transformers passes ddp_timeout to the process group except with use_cpu (then torch's 30 min)
+        dist.distributed_c10d._set_pg_timeout(timedelta(seconds=args.ddp_timeout))

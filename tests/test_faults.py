@@ -248,3 +248,61 @@ def test_an_incomplete_cached_tiny_model_is_rebuilt(tmp_path, caplog):
     again = tiny_model_path(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, cache_dir=tmp_path)
     assert again == str(path) and (path / "config.json").is_file() and "rebuilding" in caplog.text
     AutoModelForCausalLM.from_pretrained(again)
+
+
+# -- 4. distributed fallbacks -----------------------------------------------------------------------------
+_TWO_RANK_CONFIG = """
+import os, signal, sys, time
+import torch, torch.distributed as dist
+from bnpo_trl import NormalizedGRPOConfig
+kwargs = dict(output_dir=sys.argv[2], bf16=False, report_to="none", num_generations=4,
+              per_device_train_batch_size=4, ddp_timeout=5)
+if sys.argv[1] == "use_cpu":
+    kwargs["use_cpu"] = True
+config = NormalizedGRPOConfig(**kwargs)
+print("WORLD", config.world_size, flush=True)
+if dist.get_rank() == 1:
+    os.kill(os.getpid(), signal.SIGSTOP)  # a rank that hangs
+started = time.monotonic()
+try:
+    dist.all_reduce(torch.ones(1))
+except RuntimeError:
+    print(f"TIMEOUT after {time.monotonic() - started:.0f} s", flush=True)
+    raise
+"""
+
+
+def _two_ranks(tmp_path, mode):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "two_ranks.py"
+    script.write_text(_TWO_RANK_CONFIG)
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(root),
+        "OMP_NUM_THREADS": "1",
+        "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "2",
+    }
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += [str(script), mode, str(tmp_path / "out")]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+
+
+@pytest.mark.slow
+def test_two_processes_that_each_train_alone_are_an_error(tmp_path):
+    proc = _two_ranks(
+        tmp_path, "no_use_cpu"
+    )  # what `accelerate launch` without use_cpu gives on a CPU machine
+    assert proc.returncode != 0 and "WORLD" not in proc.stdout
+    assert "WORLD_SIZE=2" in proc.stderr and "set use_cpu: true" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_stopped_rank_ends_the_job_after_ddp_timeout_on_cpu(tmp_path):
+    proc = _two_ranks(tmp_path, "use_cpu")
+    assert proc.stdout.count("WORLD 2") == 2
+    assert proc.returncode != 0 and "TIMEOUT after 5 s" in proc.stdout, proc.stdout + proc.stderr[-2000:]
