@@ -64,6 +64,20 @@ def system_prompt_setting(value: str | None) -> str | None:
     return None if value in ("", "none", "null", "None") else value
 
 
+def _mapping(value: Any, name: str) -> dict | None:
+    """A mapping field as YAML gives it or as a JSON string from the command line."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{name} must be a mapping or a JSON object, got {value!r}: {err}.") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a mapping, got {type(value).__name__}.")
+    return value
+
+
 @dataclass
 class DataArguments:
     """Training and held-out data (see docs/data.md)."""
@@ -86,6 +100,13 @@ class DataArguments:
     dataset_limit: int | None = field(
         default=None, metadata={"help": "Keep at most this many training rows."}
     )
+    dataset_column_map: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "For a local file (dataset_name: local): which columns hold the problem, answer, difficulty "
+            "and data_source, e.g. {problem: question, answer: final} (YAML) or the same as JSON."
+        },
+    )
     dataset_mixture: list[str] | None = field(
         default=None,
         metadata={
@@ -103,6 +124,9 @@ class DataArguments:
     )
     eval_dataset_limit: int | None = field(
         default=None, metadata={"help": "Keep at most this many held-out rows."}
+    )
+    eval_dataset_column_map: dict | str | None = field(
+        default=None, metadata={"help": "dataset_column_map for the held-out file."}
     )
     system_prompt: str | None = field(
         default=DEFAULT_SYSTEM_PROMPT,
@@ -127,6 +151,8 @@ class DataArguments:
         if self.dataset_mixture is not None:
             self.dataset_mixture = parse_list(self.dataset_mixture, "dataset_mixture")
         self.system_prompt = system_prompt_setting(self.system_prompt)
+        self.dataset_column_map = _mapping(self.dataset_column_map, "dataset_column_map")
+        self.eval_dataset_column_map = _mapping(self.eval_dataset_column_map, "eval_dataset_column_map")
         if self.curriculum not in ("none", "difficulty"):
             raise ValueError(f"curriculum must be 'none' or 'difficulty', got {self.curriculum!r}.")
 

@@ -39,6 +39,13 @@ def resolve_model_path(spec: str) -> str:
         'Qwen/Qwen2.5-Math-1.5B'
     """
     if not spec.startswith(TINY_PREFIX):
+        looks_local = (
+            spec.startswith(("/", "./", "../", "~")) or spec.count("/") > 1 or os.sep in spec.replace("/", "")
+        )
+        if looks_local and not Path(spec).expanduser().exists():
+            raise FileNotFoundError(
+                f"Model folder {spec!r} does not exist (check the path; a Hub model id is written owner/name)."
+            )
         return spec
     from bnpo_trl.tiny_model import tiny_model_path
 

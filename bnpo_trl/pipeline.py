@@ -67,6 +67,7 @@ def load_datasets(data_args: DataArguments, seed: int) -> tuple[Any, Any]:
             split=data_args.dataset_split,
             path=data_args.dataset_path,
             limit=data_args.dataset_limit,
+            column_map=data_args.dataset_column_map,
             **common,
         )
     else:
@@ -88,6 +89,7 @@ def _load_eval_split(data_args: DataArguments, split: str | None, limit: int | N
         split=split,
         path=data_args.eval_dataset_path,
         limit=limit,
+        column_map=data_args.eval_dataset_column_map,
         system_prompt=data_args.system_prompt,
     )
 

@@ -557,5 +557,5 @@ def test_a_mixture_entry_takes_exactly_the_loader_options():
     from bnpo_trl.data.registry import LoadOptions
 
     entry = {f.name for f in dataclasses.fields(MixtureEntry)} - {"name", "weight"}
-    options = {f.name for f in dataclasses.fields(LoadOptions)} - {"num_proc", "cache_dir"}
+    options = {f.name for f in dataclasses.fields(LoadOptions)} - {"num_proc", "cache_dir", "report"}
     assert entry == options

@@ -306,3 +306,98 @@ def test_a_stopped_rank_ends_the_job_after_ddp_timeout_on_cpu(tmp_path):
     proc = _two_ranks(tmp_path, "use_cpu")
     assert proc.stdout.count("WORLD 2") == 2
     assert proc.returncode != 0 and "TIMEOUT after 5 s" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+
+
+# -- 5. bare or wrong errors: data files ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("empty.jsonl", ""), ("blank.jsonl", "\n\n  \n"), ("header.csv", "problem,answer\n")],
+)
+def test_an_empty_data_file_says_so_and_names_it(name, content, tmp_path):
+    from bnpo_trl.data import load_dataset_by_name
+
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(ValueError, match=rf"{path}.*holds no rows"):
+        load_dataset_by_name("local", path=str(path))
+
+
+def test_a_file_without_answer_points_to_the_recipe_key_that_works(tmp_path):
+    from bnpo_trl.pipeline import load_datasets
+    from bnpo_trl.recipe import parse_args
+
+    data = tmp_path / "mine.jsonl"
+    data.write_text(
+        "".join(json.dumps({"question": f"{i} + 1?", "final": str(i + 1)}) + "\n" for i in range(4))
+    )
+    argv = ["--dataset_name", "local", "--dataset_path", str(data), "--output_dir", str(tmp_path / "out")]
+    argv += ["--bf16", "false", "--use_cpu", "true", "--model_name_or_path", "tiny:"]
+    script_args, _, _ = parse_args(argv)
+    with pytest.raises(ValueError, match=r"Column 'problem'.*dataset_column_map: \{problem: <column>\}"):
+        load_datasets(script_args.data, seed=0)
+    script_args, _, _ = parse_args(
+        [*argv, "--dataset_column_map", '{"problem": "question", "answer": "final"}']
+    )
+    train, _ = load_datasets(script_args.data, seed=0)  # the key the hint names is one the recipe accepts
+    assert train["answer"] == ["1", "2", "3", "4"]
+
+
+def test_an_empty_trainer_state_in_the_newest_checkpoint_is_skipped(tmp_path, caplog):
+    from bnpo_trl.checkpoints import resolve_resume
+
+    for step, state in ((1, '{"global_step": 1}'), (2, "")):  # checkpoint-2 was killed mid-write
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "trainer_state.json").write_text(state)
+    assert resolve_resume("true", tmp_path, needs_state=False) == str(tmp_path / "checkpoint-1")
+    assert "checkpoint-2" in caplog.text and "trainer_state.json" in caplog.text
+
+
+def test_a_hub_dataset_offline_says_how_to_use_a_local_copy(monkeypatch):
+    from bnpo_trl.data import load_dataset_by_name
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConnectionError, match=r"dataset_path.*HF_HUB_OFFLINE=1"):
+        load_dataset_by_name("math")
+
+
+# -- 5. bad eval inputs -----------------------------------------------------------------------------------
+def test_eval_counts_rows_without_an_answer_in_its_results(tiny_path, tokenizer, tmp_path):
+    from bnpo_trl.evaluation import evaluate, load_benchmarks
+
+    data = tmp_path / "mine.jsonl"
+    rows = [{"problem": "1 + 1?", "answer": "2"}, {"problem": "2 + 2?", "answer": ""}, {"problem": "3?"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    benchmarks = load_benchmarks(f"mine={data}")
+    assert benchmarks["mine"].dropped == 2 and len(benchmarks["mine"].dataset) == 1
+    model = AutoModelForCausalLM.from_pretrained(tiny_path)
+    report = evaluate(
+        model, tokenizer, benchmarks, n=1, temperature=0, max_new_tokens=2, n_bootstrap=0, progress=False
+    )
+    assert report["results"]["mine"]["dropped_rows"] == 2
+
+
+def test_eval_checks_its_options_and_the_model_path_before_loading_anything(tmp_path, monkeypatch):
+    from bnpo_trl.evaluation import cli
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("loaded something before checking the options")
+
+    monkeypatch.setattr(cli, "load_benchmarks", no_loading)
+    monkeypatch.setattr(cli, "load_model", no_loading)
+    with pytest.raises(SystemExit, match=r"--n \(samples per problem\) must be >= 1, got 0"):
+        cli.main(["--model", "tiny:", "--n", "0"])
+    with pytest.raises(SystemExit, match=r"--temperature 0 is greedy decoding: use --n 1"):
+        cli.main(["--model", "tiny:", "--temperature", "0", "--n", "4"])
+    missing = str(tmp_path / "runs" / "final")
+    with pytest.raises(FileNotFoundError, match=rf"Model folder '{missing}' does not exist"):
+        cli.main(["--model", missing, "--output", str(tmp_path / "out")])
+
+
+def test_an_empty_benchmark_file_says_so(tmp_path):
+    from bnpo_trl.evaluation import load_benchmarks
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValueError, match=r"empty\.jsonl.*holds no rows"):
+        load_benchmarks(str(empty))

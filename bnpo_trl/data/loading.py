@@ -58,9 +58,21 @@ def _read_local(path: str | os.PathLike[str], cache_dir: str | None = None) -> D
             f"Cannot tell the format of {text!r} from its extension {suffix!r}; use one of "
             f"{', '.join(sorted(_LOCAL_BUILDERS))}."
         )
-    if not any(ch in text for ch in "*?[") and not Path(text).is_file():
+    single = not any(ch in text for ch in "*?[")
+    if single and not Path(text).is_file():
         raise FileNotFoundError(f"Data file not found: {text!r}.")
-    return load_dataset(builder, data_files=text, split="train", cache_dir=cache_dir)
+    empty = ValueError(f"Data file {text!r} holds no rows (it is empty, blank or a header only).")
+    if single and not Path(text).read_bytes()[: 1 << 20].strip():
+        raise empty
+    try:
+        dataset = load_dataset(builder, data_files=text, split="train", cache_dir=cache_dir)
+    except (StopIteration, ValueError) as err:  # datasets: "Instruction 'train' corresponds to no data!"
+        if "corresponds to no data" in str(err) or isinstance(err, StopIteration):
+            raise empty from err
+        raise ValueError(f"Cannot read {text!r} as {builder}: {err}") from err
+    if len(dataset) == 0:
+        raise empty
+    return dataset
 
 
 def _read_hub(spec: DatasetSpec, options: LoadOptions, split: str) -> Dataset:
@@ -70,7 +82,15 @@ def _read_hub(spec: DatasetSpec, options: LoadOptions, split: str) -> Dataset:
     kwargs: dict[str, Any] = {"split": split}
     if options.revision is not None:
         kwargs["revision"] = options.revision
-    return load_dataset(repo, options.config if options.config is not None else spec.config, **kwargs)
+    try:
+        return load_dataset(repo, options.config if options.config is not None else spec.config, **kwargs)
+    except ConnectionError as err:  # offline, or the Hub unreachable (after datasets' retries)
+        raise ConnectionError(
+            f"Cannot read the {spec.name!r} dataset from the Hub ({repo}): {err}. Without Hub access, give a "
+            f"local copy of it (a jsonl/json/parquet/csv file with {spec.hub_id}'s columns) as dataset_path "
+            "(eval_dataset_path for the held-out set, path: in a dataset_mixture entry); set HF_HUB_OFFLINE=1 "
+            "to fail at once instead of retrying."
+        ) from err
 
 
 def _check_columns(dataset: Dataset, needed: Iterable[tuple[str, str]], where: str) -> None:
@@ -79,8 +99,9 @@ def _check_columns(dataset: Dataset, needed: Iterable[tuple[str, str]], where: s
         if column not in dataset.column_names:
             raise ValueError(
                 f"Column {column!r} (the {field_name}) not found in {where}; its columns are "
-                f"{dataset.column_names}. Name the right one with column_map={{'{field_name}': '<column>'}} "
-                f"(YAML: `column_map: {{{field_name}: <column>}}`)."
+                f"{dataset.column_names}. Name the right one: in a recipe `dataset_column_map: "
+                f"{{{field_name}: <column>}}` (eval_dataset_column_map for the held-out file, `column_map:` "
+                f"inside a dataset_mixture entry); in Python column_map={{'{field_name}': '<column>'}}."
             )
 
 
@@ -126,8 +147,10 @@ def _finalize(
     dedupe: bool,
     where: str,
     num_proc: int | None,
+    report: dict[str, int] | None = None,
 ) -> Dataset:
-    """Parse rows, drop the unusable ones, deduplicate, limit and cast to the output features."""
+    """Parse rows, drop the unusable ones, deduplicate, limit and cast to the output features; ``report``
+    (when given) gets ``rows_read``, ``dropped_unusable`` and ``dropped_duplicates``."""
     if "{problem}" not in user_template:
         raise ValueError(f"user_template must contain '{{problem}}', got {user_template!r}.")
     for column in keep_columns:
@@ -161,6 +184,8 @@ def _finalize(
         convert, remove_columns=drop, features=features, num_proc=num_proc, desc=f"Parsing {where}"
     )
     keep, n_unusable, n_dupes = _usable_indices(dataset, dedupe)
+    if report is not None:
+        report.update(rows_read=n_read, dropped_unusable=n_unusable, dropped_duplicates=n_dupes)
     if n_unusable:
         logger.warning(
             "%s: dropped %d of %d rows with no problem text or no gold answer.", where, n_unusable, n_read
@@ -219,6 +244,7 @@ def load_local(
     dedupe: bool = False,
     num_proc: int | None = None,
     cache_dir: str | None = None,
+    report: dict[str, int] | None = None,
 ) -> Dataset:
     """Load your own ``jsonl``/``json``/``parquet``/``csv`` file into the column contract.
 
@@ -237,6 +263,7 @@ def load_local(
         dedupe: Drop rows whose problem text repeats an earlier row's.
         num_proc: Processes for ``Dataset.map``.
         cache_dir: ``datasets`` cache folder.
+        report: A dict to fill with the rows read and dropped (see :func:`load_dataset_by_name`).
 
     Returns:
         The dataset (columns ``prompt``, ``answer``, ``data_source``, ``difficulty`` + ``keep_columns``).
@@ -270,6 +297,7 @@ def load_local(
         dedupe=dedupe,
         where=where,
         num_proc=num_proc,
+        report=report,
     )
 
 
@@ -290,6 +318,7 @@ def load_local_source(spec: DatasetSpec, options: LoadOptions) -> Dataset:
         dedupe=bool(options.dedupe),
         num_proc=options.num_proc,
         cache_dir=options.cache_dir,
+        report=options.report,
     )
 
 
@@ -338,6 +367,7 @@ def load_schema_source(spec: DatasetSpec, options: LoadOptions) -> Dataset:
         dedupe=spec.dedupe if options.dedupe is None else options.dedupe,
         where=where,
         num_proc=options.num_proc,
+        report=options.report,
     )
 
 
@@ -358,6 +388,7 @@ def load_dataset_by_name(
     revision: str | None = None,
     num_proc: int | None = None,
     cache_dir: str | None = None,
+    report: dict[str, int] | None = None,
 ) -> Dataset:
     """Load a registered dataset (see :data:`~bnpo_trl.data.DATASETS`) into the column contract.
 
@@ -381,6 +412,8 @@ def load_dataset_by_name(
         hub_id, config, revision: Override the Hub dataset id, config and revision.
         num_proc: Processes for ``Dataset.map``.
         cache_dir: ``datasets`` cache folder.
+        report: A dict that loaders which parse rows fill with ``rows_read``, ``dropped_unusable`` (no
+            problem text or no gold answer) and ``dropped_duplicates``.
 
     Returns:
         The dataset (columns ``prompt``, ``answer``, ``data_source``, ``difficulty`` + ``keep_columns``).
@@ -401,5 +434,6 @@ def load_dataset_by_name(
         revision=revision,
         num_proc=num_proc,
         cache_dir=cache_dir,
+        report=report,
     )
     return spec.load(spec, options)

@@ -54,6 +54,7 @@ class LoadOptions:
     revision: str | None = None
     num_proc: int | None = None
     cache_dir: str | None = None
+    report: dict[str, int] | None = field(default=None, compare=False)
 
 
 #: A spec's loader: ``load(spec, options) -> Dataset`` in the column contract.

@@ -3,6 +3,7 @@ the training loaders of :mod:`bnpo_trl.data` so that prompts are built exactly a
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from bnpo_trl.data import DEFAULT_SYSTEM_PROMPT
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "BENCHMARKS",
@@ -43,6 +46,8 @@ class Benchmark:
     name: str
     dataset: Any
     source: str
+    #: Rows of the source left out because they have no problem text or no gold answer.
+    dropped: int = 0
 
     @property
     def problems(self) -> list[str]:
@@ -137,7 +142,13 @@ def load_benchmarks(
         raise ValueError(f"limit must be >= 1 (problems per benchmark), got {limit}.")
     out: dict[str, Benchmark] = {}
     for key, registered, path in parse_benchmark_specs(specs):
-        common = {"system_prompt": system_prompt, "limit": limit, "user_template": user_template}
+        report: dict[str, int] = {}
+        common = {
+            "system_prompt": system_prompt,
+            "limit": limit,
+            "user_template": user_template,
+            "report": report,
+        }
         if registered is not None:
             name, split = BENCHMARKS[registered]
             if name == "arithmetic":  # synthetic: a fixed size (its test split) unless limited
@@ -148,7 +159,10 @@ def load_benchmarks(
         else:
             dataset = load_dataset_by_name("local", path=path, data_source=key, **common)
             source = str(path)
-        out[key] = Benchmark(key, dataset, source)
+        dropped = report.get("dropped_unusable", 0)
+        if dropped:
+            logger.warning("%s: %d rows without a problem or a gold answer are not evaluated.", key, dropped)
+        out[key] = Benchmark(key, dataset, source, dropped)
     return out
 
 
@@ -168,7 +182,7 @@ def as_benchmarks(
     }
     if limit is not None:
         loaded = {
-            name: Benchmark(name, b.dataset.select(range(min(limit, len(b.dataset)))), b.source)
+            name: Benchmark(name, b.dataset.select(range(min(limit, len(b.dataset)))), b.source, b.dropped)
             for name, b in loaded.items()
         }
     return loaded

@@ -28,7 +28,7 @@ from bnpo_trl.evaluation.core import evaluate
 from bnpo_trl.evaluation.metrics import compare
 from bnpo_trl.evaluation.report import format_comparison, format_table
 from bnpo_trl.evaluation.vllm_backend import VLLMBackend, require_vllm
-from bnpo_trl.models import load_model, load_tokenizer
+from bnpo_trl.models import TINY_PREFIX, load_model, load_tokenizer, resolve_model_path
 
 __all__ = ["EvalArguments", "main", "parse_args"]
 
@@ -77,6 +77,21 @@ class EvalArguments:
     )
     bootstrap: int = _opt(1000, "Bootstrap resamples for the 95%% CIs (0: none).")
     no_progress: bool = _opt(False, "No progress bar.")
+
+    def __post_init__(self) -> None:  # before any model or benchmark is loaded
+        checks = [
+            (self.n >= 1, f"--n (samples per problem) must be >= 1, got {self.n}"),
+            (self.temperature >= 0, f"--temperature must be >= 0, got {self.temperature}"),
+            (self.temperature > 0 or self.n == 1, "--temperature 0 is greedy decoding: use --n 1"),
+            (0 < self.top_p <= 1, f"--top_p must be in (0, 1], got {self.top_p}"),
+            (self.limit is None or self.limit >= 1, f"--limit must be >= 1, got {self.limit}"),
+            (self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}"),
+            (self.bootstrap >= 0, f"--bootstrap must be >= 0, got {self.bootstrap}"),
+            (self.max_new_tokens is None or self.max_new_tokens >= 1, "--max_new_tokens must be >= 1"),
+        ]
+        problems = [message for ok, message in checks if not ok]
+        if problems:
+            raise ValueError("; ".join(problems) + ".")
 
 
 _FIELDS = {f.name for f in dataclasses.fields(EvalArguments)}
@@ -288,6 +303,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     recipe = _read_recipe(args.recipe) if args.recipe else {"system_prompt": DEFAULT_SYSTEM_PROMPT}
     args, ks = _settle(args, recipe)
+    for model in filter(None, (args.model, args.baseline)):  # a missing folder fails before anything loads
+        if not model.startswith(TINY_PREFIX):
+            resolve_model_path(model)
     output = Path(args.output or Path("eval_results") / _slug(args.model))
     output.mkdir(parents=True, exist_ok=True)
     benchmarks = load_benchmarks(args.benchmarks, system_prompt=args.system_prompt, limit=args.limit)

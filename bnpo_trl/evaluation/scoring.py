@@ -131,7 +131,7 @@ def _result(
             name,
             100 * metrics["unscored_rate"],
         )
-    return {"source": bench.source, **metrics, "problems_sha256": digest}
+    return {"source": bench.source, **metrics, "dropped_rows": bench.dropped, "problems_sha256": digest}
 
 
 def _sample_rows(
