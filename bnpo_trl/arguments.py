@@ -22,6 +22,7 @@ __all__ = [
     "RewardArguments",
     "ScriptArguments",
     "WarmupArguments",
+    "benchmark_eval_settings",
     "parse_list",
     "system_prompt_setting",
 ]
@@ -234,6 +235,59 @@ class HeldoutArguments:
     heldout_max_new_tokens: int = field(
         default=16, metadata={"help": "Generation length for held-out accuracy (and the warm-up's check)."}
     )
+    benchmark_eval: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate on benchmarks during RL, logged as eval/<benchmark>/pass@k: a mapping "
+            "{benchmarks: [math500, amc23, FILE.jsonl], every: N steps, n: samples per problem (4), limit: "
+            "problems per benchmark (64; null: all), max_new_tokens (1024), temperature (0.6), top_p (0.95), "
+            "batch_size (16), seed (0), samples (false; true: every completion in "
+            "OUTPUT_DIR/benchmark_eval/step-N.jsonl)}. Under DDP, DeepSpeed and FSDP every rank generates its "
+            "share."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        self.benchmark_eval = benchmark_eval_settings(self.benchmark_eval)
+
+
+#: ``benchmark_eval`` keys and their defaults (``benchmarks`` and ``every`` are required).
+BENCHMARK_EVAL_DEFAULTS: dict[str, Any] = {
+    "n": 4,
+    "limit": 64,
+    "max_new_tokens": 1024,
+    "temperature": 0.6,
+    "top_p": 0.95,
+    "batch_size": 16,
+    "seed": 0,
+    "samples": False,
+}
+
+
+def benchmark_eval_settings(value: Any) -> dict[str, Any] | None:
+    """The recipe's ``benchmark_eval`` checked and completed with defaults (None: no evaluation).
+
+    >>> benchmark_eval_settings({"benchmarks": "math500,amc23", "every": 50})["benchmarks"]
+    ['math500', 'amc23']
+    """
+    settings = _mapping(value, "benchmark_eval")
+    if settings is None:
+        return None
+    allowed = {"benchmarks", "every", *BENCHMARK_EVAL_DEFAULTS}
+    if unknown := sorted(set(settings) - allowed):
+        raise ValueError(f"benchmark_eval: unknown key(s) {unknown}; the keys are {sorted(allowed)}.")
+    if "benchmarks" not in settings or "every" not in settings:
+        raise ValueError(
+            "benchmark_eval needs `benchmarks` (names or files) and `every` (steps between evaluations)."
+        )
+    every = settings["every"]
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        raise ValueError(f"benchmark_eval.every must be a whole number of steps >= 1, got {every!r}.")
+    return {
+        **BENCHMARK_EVAL_DEFAULTS,
+        **settings,
+        "benchmarks": parse_list(settings["benchmarks"], "benchmark_eval.benchmarks"),
+    }
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any
 from bnpo_trl.arguments import DataArguments, ScriptArguments, WarmupArguments
 from bnpo_trl.callbacks import BenchmarkEvalCallback, PreemptionCallback, TimeBudgetCallback
 from bnpo_trl.checkpoints import checkpoint_to_resume
+from bnpo_trl.engine import engine_in_use
 from bnpo_trl.models import load_model_and_tokenizer
 
 logger = logging.getLogger("bnpo_trl.pipeline")
@@ -210,6 +211,9 @@ def run(script_args: ScriptArguments, training_args: Any, model_args: Any) -> di
     callbacks: list[Any] = [preemption_cb]
     if heldout_cb is not None and heldout_cb.eval_steps:
         callbacks.append(heldout_cb)
+    benchmark_cb = _benchmark_eval_callback(script_args, tokenizer, training_args.output_dir)
+    if benchmark_cb is not None:
+        callbacks.append(benchmark_cb)
     budget_cb = None
     if budget.time_budget_seconds:
         budget_cb = TimeBudgetCallback(started, budget.time_budget_seconds, budget.time_budget_decay_seconds)
@@ -224,10 +228,31 @@ def run(script_args: ScriptArguments, training_args: Any, model_args: Any) -> di
         peft_config=get_peft_config(model_args),
         callbacks=callbacks,
     )
+    if heldout_cb is not None:
+        heldout_cb.trainer = trainer  # also when it only measures after training: sharded on several ranks
     rl_started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     summary["rl_seconds"] = time.perf_counter() - rl_started
     return _finish(trainer, script_args, summary, started, preemption_cb, heldout_cb, budget_cb)
+
+
+def _benchmark_eval_callback(
+    script_args: ScriptArguments, tokenizer: Any, output_dir: str
+) -> BenchmarkEvalCallback | None:
+    """The recipe's ``benchmark_eval``; the trainer attaches itself, so every rank evaluates its share."""
+    settings = dict(script_args.heldout.benchmark_eval or {})
+    if not settings:
+        return None
+    benchmarks, every = settings.pop("benchmarks"), settings.pop("every")
+    samples_dir = os.path.join(output_dir, "benchmark_eval") if settings.pop("samples") else None
+    return BenchmarkEvalCallback(
+        tokenizer,
+        benchmarks,
+        every,
+        system_prompt=script_args.data.system_prompt,
+        samples_dir=samples_dir,
+        **settings,
+    )
 
 
 def _finish(
@@ -253,6 +278,11 @@ def _finish(
         summary["accuracy_after"] = heldout_cb.measure(trainer.model, step=trainer.state.global_step)
         summary["heldout_curve"] = heldout_cb.curve
     summary["steps"] = trainer.state.global_step
+    engine = trainer.engine_callback.engine or engine_in_use(trainer.accelerator, trainer.model_wrapped)
+    summary["engine"], summary["engine_detail"] = str(engine), engine.to_dict()
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, BenchmarkEvalCallback) and callback is not heldout_cb:
+            summary["benchmark_eval"] = callback.history
     if budget_cb is not None:
         summary["time_budget_seconds"] = budget.time_budget_seconds
         summary["stopped_by_time_budget"] = budget_cb.stopped_at_step is not None

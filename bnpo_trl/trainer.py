@@ -14,6 +14,7 @@ If a TRL upgrade stops calling ``_calculate_rewards`` from there, training fails
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from bnpo_trl.checkpoints import (
     write_normalizer_state,
 )
 from bnpo_trl.config import NormalizedGRPOConfig
+from bnpo_trl.engine import EngineCallback, check_engine
 from bnpo_trl.normalizers import Normalizer, get_normalizer, resolve_normalizer
 from bnpo_trl.normalizers.base import MAX_ABS_REWARD
 from bnpo_trl.normalizers.functional import combine_rewards
@@ -110,6 +112,14 @@ class NormalizedGRPOTrainer(GRPOTrainer):
             rollout_func=rollout_func,
             environment_factory=environment_factory,
         )
+        check_engine(self.accelerator, self.args)  # a DeepSpeed/FSDP launch that fell back to DDP: an error
+        self.engine_callback = EngineCallback(self)
+        self.add_callback(self.engine_callback)
+        from bnpo_trl.evaluation.callback import BenchmarkEvalCallback
+
+        for callback in self.callback_handler.callbacks:  # so that they evaluate with the sharded model
+            if isinstance(callback, BenchmarkEvalCallback) and callback.trainer is None:
+                callback.trainer = self
         self.normalizer = self._build_normalizer()
         for option, (default, instead) in _REPLACED_OPTIONS.items():
             if getattr(args, option, default) != default:
@@ -260,8 +270,24 @@ class NormalizedGRPOTrainer(GRPOTrainer):
         """Save the model, then ``normalizer_state.json`` next to it: inside a checkpoint this happens before
         transformers writes ``trainer_state.json``, pushes the folder or rotates older checkpoints."""
         super().save_model(output_dir, _internal_call)
+        payload = self._normalizer_payload()
+        payload["identical_on_ranks"] = self._check_state_on_every_rank(payload["state"])
         if self.args.should_save:
-            write_normalizer_state(output_dir or self.args.output_dir, self._normalizer_payload())
+            write_normalizer_state(output_dir or self.args.output_dir, payload)
+
+    def _check_state_on_every_rank(self, state: Any) -> int:
+        """The number of ranks whose normalizer state equals this one's; a differing rank is an error (the
+        state is built from gathered rewards, so it can only differ through a bug or a diverged rank).
+        Every rank calls ``save_model`` (transformers does, for DeepSpeed/FSDP), so the gather is safe."""
+        digest = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+        digests = gather_object([digest]) if self.accelerator.num_processes > 1 else [digest]
+        if len(set(digests)) > 1:
+            raise RuntimeError(
+                f"The {self.normalizer_name!r} normalizer state differs across ranks (sha256 prefixes "
+                f"{[d[:12] for d in digests]}): refusing to save a checkpoint that would resume differently "
+                "on each rank. Please report this with the launch command."
+            )
+        return len(digests)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)

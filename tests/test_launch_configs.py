@@ -36,7 +36,11 @@ EXPECTED = {
     "zero3.yaml": ("DEEPSPEED", 8, 1, "bf16", False),
     "fsdp2.yaml": ("FSDP", 8, 1, "bf16", False),
     "zero3-multinode.yaml": ("DEEPSPEED", 16, 2, "bf16", False),
-    "cpu.yaml": ("MULTI_GPU", 2, 1, "no", True),
+    "cpu/ddp.yaml": ("MULTI_GPU", 2, 1, "no", True),
+    "cpu/zero2.yaml": ("DEEPSPEED", 2, 1, "no", True),
+    "cpu/zero3.yaml": ("DEEPSPEED", 2, 1, "no", True),
+    "cpu/fsdp2.yaml": ("FSDP", 2, 1, "no", True),
+    "cpu/zero3-multinode.yaml": ("DEEPSPEED", 2, 2, "no", True),
 }
 
 
@@ -46,7 +50,7 @@ def _load(name: str) -> dict:
 
 
 def test_every_expected_config_exists_and_no_extras() -> None:
-    assert sorted(p.name for p in ACCEL.glob("*.yaml")) == sorted(EXPECTED)
+    assert sorted(p.relative_to(ACCEL).as_posix() for p in ACCEL.rglob("*.yaml")) == sorted(EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -61,7 +65,7 @@ def test_accelerate_config_parses_with_expected_keys(name: str) -> None:
     assert config["use_cpu"] is use_cpu
     assert config["compute_environment"] == "LOCAL_MACHINE"
     if distributed_type == "DEEPSPEED":
-        stage = 2 if name == "zero2.yaml" else 3
+        stage = 2 if name.endswith("zero2.yaml") else 3
         assert config["deepspeed_config"]["zero_stage"] == stage
     if distributed_type == "FSDP":
         assert config["fsdp_config"]["fsdp_version"] == 2
@@ -106,12 +110,19 @@ if dist.is_initialized():
 
 @pytest.mark.slow
 def test_cpu_config_really_starts_two_gloo_ranks(tmp_path: Path) -> None:
-    """`accelerate launch --config_file configs/accelerate/cpu.yaml` gives 2 ranks joined by gloo."""
+    """`accelerate launch --config_file configs/accelerate/cpu/ddp.yaml` gives 2 ranks joined by gloo."""
     script = tmp_path / "probe.py"
     script.write_text(_PROBE)
     launcher = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch"]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
-    cmd = [*launcher, "--config_file", str(ACCEL / "cpu.yaml"), "--main_process_port", "0", str(script)]
+    cmd = [
+        *launcher,
+        "--config_file",
+        str(ACCEL / "cpu" / "ddp.yaml"),
+        "--main_process_port",
+        "0",
+        str(script),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
     output = proc.stdout + proc.stderr
     # The two ranks share one pipe, so their lines can interleave: find each record on its own.

@@ -198,7 +198,13 @@ def test_time_budget_decay_lowers_the_logged_learning_rate(tmp_path):
 @pytest.mark.slow
 def test_quickstart_under_accelerate_cpu_config_runs_two_ranks(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/cpu.yaml"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        "configs/accelerate/cpu/ddp.yaml",
+    ]
     cmd += ["--main_process_port", "0", "-m", "bnpo_trl.train", "--config", "configs/quickstart.yaml"]
     # a 1 s time budget: rank 0's clock decides for both ranks, so both stop after RL step 1 (no hang)
     cmd += ["--output_dir", str(tmp_path), *FAST, "--max_steps", "20", "--time_budget_seconds", "1"]

@@ -11,6 +11,7 @@ from transformers import TrainerCallback
 from bnpo_trl.data import DEFAULT_SYSTEM_PROMPT
 from bnpo_trl.evaluation.benchmarks import load_benchmarks
 from bnpo_trl.evaluation.core import evaluate
+from bnpo_trl.evaluation.sharded import TrainerBackend
 
 __all__ = ["BenchmarkEvalCallback"]
 
@@ -22,9 +23,13 @@ class BenchmarkEvalCallback(TrainerCallback):
     Logs ``eval/<benchmark>/pass@1`` (and ``pass@k`` for the other k, ``mean_length``,
     ``no_answer_rate``) through the trainer's loggers when ``trainer`` is given (TRL's own callbacks
     take the trainer the same way), else into ``state.log_history``; the points are kept in
-    ``history``, and ``curve`` holds ``(step, mean pass@1)``. By default it runs on the main process only,
-    with the transformers backend, on the model as the trainer holds it: fine for single-GPU, DDP and
-    ZeRO-1/2; with ``every_rank`` every rank generates (ZeRO-3 and FSDP gather sharded weights that way).
+    ``history``, and ``curve`` holds ``(step, mean pass@1)``. With a trainer on several ranks (DDP,
+    DeepSpeed ZeRO-2/3, FSDP2) every rank generates its share of the problems through TRL's generation
+    context (:class:`~bnpo_trl.evaluation.sharded.TrainerBackend`) and every rank scores all of them, so
+    the metrics are the same everywhere; without one it runs on the main process (or on every rank with
+    ``every_rank``) with the transformers backend. ``samples_dir``: keep every completion of each evaluation
+    in ``samples_dir/step-<N>.jsonl`` (the format of ``bnpo-trl eval``'s ``samples.jsonl``). Recipes set it
+    with ``benchmark_eval``.
 
     Example::
 
@@ -54,6 +59,7 @@ class BenchmarkEvalCallback(TrainerCallback):
         every_rank: bool = False,
         accuracy_key: str | None = None,
         trainer: Any = None,
+        samples_dir: str | None = None,
     ) -> None:
         if eval_steps < 0:
             raise ValueError(f"eval_steps must be >= 0 (0: only when called), got {eval_steps}.")
@@ -64,7 +70,7 @@ class BenchmarkEvalCallback(TrainerCallback):
             else load_benchmarks(benchmarks, system_prompt=system_prompt, limit=limit)
         )
         self.eval_steps, self.limit, self.trainer = eval_steps, limit, trainer
-        self.every_rank, self.accuracy_key = every_rank, accuracy_key
+        self.every_rank, self.accuracy_key, self.samples_dir = every_rank, accuracy_key, samples_dir
         self.options = {
             "n": n,
             "temperature": temperature,
@@ -118,7 +124,8 @@ class BenchmarkEvalCallback(TrainerCallback):
             model,
             self.tokenizer,
             self.benchmarks,
-            backend="transformers",
+            backend=self._backend(),
+            samples_path=self._samples_path(step),
             limit=self.limit,
             progress=False,
             n_bootstrap=0,
@@ -136,6 +143,26 @@ class BenchmarkEvalCallback(TrainerCallback):
         self.history.append({"step": step, **logs})
         return logs
 
+    def _samples_path(self, step: int) -> str | None:
+        """``samples_dir/step-<N>.jsonl`` (one line per completion), written by the main process only."""
+        if self.samples_dir is None or getattr(
+            getattr(self.trainer, "accelerator", None), "process_index", 0
+        ):
+            return None
+        import os
+
+        os.makedirs(self.samples_dir, exist_ok=True)
+        return os.path.join(self.samples_dir, f"step-{step}.jsonl")
+
+    def _sharded(self) -> bool:
+        accelerator = getattr(self.trainer, "accelerator", None)
+        return accelerator is not None and accelerator.num_processes > 1
+
+    def _backend(self) -> Any:
+        if self._sharded():  # every rank generates its share with the model as the trainer holds it
+            return TrainerBackend(self.trainer, self.tokenizer, batch_size=self.options["batch_size"])
+        return "transformers"
+
     def measure(self, model: Any, step: int) -> float:
         """Evaluate now; returns the mean pass@1 over the benchmarks (the accuracy, for greedy n=1)."""
         self.run(model, step)
@@ -146,7 +173,7 @@ class BenchmarkEvalCallback(TrainerCallback):
             return control
         if self.accuracy_key and state.global_step >= state.max_steps:
             return control  # the last step: measured after training
-        if not (self.every_rank or state.is_world_process_zero):
+        if not (self.every_rank or self._sharded() or state.is_world_process_zero):
             return control
         if model is None:
             raise ValueError("BenchmarkEvalCallback needs the model; the trainer passes it as `model`.")
