@@ -35,7 +35,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bnpo_trl.smoke_data import EVAL_ROWS, TRAIN_ROWS, fixture_rows, hub_reachable, substitute_data
+from bnpo_trl.smoke_data import (
+    EVAL_ROWS,
+    TRAIN_ROWS,
+    fixture_rows,
+    hub_reachable,
+    substitute_benchmarks,
+    substitute_data,
+)
 
 __all__ = [
     "EVAL_ROWS",
@@ -312,6 +319,11 @@ def _substitute_script(script_args: Any, folder: Path) -> tuple[Any, list[str]]:
             "held-out accuracy: " + ", ".join(f"{k} {getattr(held, k)} -> {v}" for k, v in small.items())
         )
         held = dataclasses.replace(held, **small)
+    if held.benchmark_eval:
+        settings, more = substitute_benchmarks(
+            held.benchmark_eval, folder, use_hub, why, MAX_COMPLETION_LENGTH
+        )
+        held, lines = dataclasses.replace(held, benchmark_eval=settings), lines + more
     return dataclasses.replace(script_args, data=data, warmup=warmup, heldout=held), lines
 
 

@@ -13,7 +13,14 @@ import socket
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EVAL_ROWS", "TRAIN_ROWS", "fixture_rows", "hub_reachable", "substitute_data"]
+__all__ = [
+    "EVAL_ROWS",
+    "TRAIN_ROWS",
+    "fixture_rows",
+    "hub_reachable",
+    "substitute_benchmarks",
+    "substitute_data",
+]
 
 TRAIN_ROWS = 32
 EVAL_ROWS = 8
@@ -159,3 +166,31 @@ def substitute_data(data: Any, folder: Path, use_hub: bool, why: str) -> tuple[A
             "eval dataset", data.eval_dataset_name, data.eval_dataset_path, data.eval_dataset_limit, EVAL_ROWS
         )
     return dataclasses.replace(data, **changes), lines
+
+
+def substitute_benchmarks(
+    settings: dict[str, Any], folder: Path, use_hub: bool, why: str, max_new_tokens: int
+) -> tuple[dict[str, Any], list[str]]:
+    """The recipe's ``benchmark_eval`` for a smoke run: each Hub benchmark read from generated rows in its
+    schema (``key=file``) when the Hub is not used, evaluated every step on at most :data:`EVAL_ROWS`
+    problems, 2 samples, ``max_new_tokens`` at most."""
+    from bnpo_trl.evaluation.benchmarks import BENCHMARKS, parse_benchmark_specs
+
+    lines, benchmarks = [], []
+    for key, registered, path in parse_benchmark_specs(settings["benchmarks"]):
+        fixture = None
+        if registered is not None and path is None and not use_hub:
+            fixture = _fixture_file(BENCHMARKS[registered][0], folder, EVAL_ROWS)
+        if fixture is not None:
+            lines.append(f"benchmark {key!r}: Hub -> generated rows in its Hub schema ({why}): {fixture}")
+            benchmarks.append(f"{key}={fixture}")
+        else:
+            benchmarks.append(key if path is None else f"{key}={path}")
+    small = {
+        "every": 1,
+        "limit": _smaller(settings["limit"], EVAL_ROWS),
+        "n": min(settings["n"], 2),
+        "max_new_tokens": min(settings["max_new_tokens"], max_new_tokens),
+    }
+    lines.append("benchmark_eval: " + ", ".join(f"{k} {settings[k]} -> {v}" for k, v in small.items()))
+    return {**settings, **small, "benchmarks": benchmarks}, lines

@@ -84,6 +84,12 @@ def test_smoke_runs_the_recipe_checkpoints_and_resumes(recipe, tmp_path, monkeyp
     if recipe.startswith("recipes/"):  # a GPU recipe: the report names what it substituted
         assert "use_vllm: true" in out and "bfloat16 -> float32" in out and "-> tiny:" in out
         assert "generated rows in its Hub schema" in out and f"-> {output}" in out
+        # evaluated during RL, on generated rows in each benchmark's schema
+        if "benchmark_eval" in recipe_yaml:
+            for name in recipe_yaml["benchmark_eval"]["benchmarks"]:
+                assert f"benchmark {name!r}: Hub -> generated rows" in out
+                assert [e["step"] for e in summary["benchmark_eval"]] == [3]  # every step of the resumed run
+                assert 0.0 <= summary["benchmark_eval"][0][f"eval/{name}/pass@1"] <= 1.0
     else:
         assert "kept (already the offline tiny model)" in out
         # the first run warmed up and measured before RL; the resumed one starts from the checkpoint
