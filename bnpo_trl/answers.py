@@ -14,6 +14,8 @@ from typing import Any
 
 __all__ = [
     "box_at",
+    "canonical_answer",
+    "clock_minutes",
     "extract_gsm8k_answer",
     "find_boxed",
     "last_boxed",
@@ -31,6 +33,14 @@ _BOX_NAMES = re.compile(_BOX_NAME)
 _BARE_BOX = re.compile(_BOX_NAME + r"\s+(?=[^\s{$])([^\s$]+)")  # `\boxed 5`: a space, then a bare token
 _THIN_SPACE_IN_NUMBER = re.compile(r"(?<=\d)\\,(?=\d{3}(?!\d))")
 _MATH_WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\[", "\\]"), ("\\(", "\\)"))
+_TRAILING_MARK = re.compile(r"(?:\\[,;:! ]|~|\s)*(?<![.\\])[.,;](?:\\[,;:! ]|~|\s)*$")  # not an ellipsis
+_BOLD = re.compile(r"\\(?:textbf|mathbf|boldsymbol|bm)\s*\{")
+_BOLD_GROUP = re.compile(r"\{\\bf\s+")
+_PAREN_INTEGER = re.compile(r"\(\s*(\d+)\s*\)")
+_ZERO_PADDED = re.compile(r"-?0+\d+")
+_POINT_ZEROS = re.compile(r"(?<![\d.])(\d+)\.0+(?![\d.])")  # `35.0` -> `35`, not `1.05` or `1.0.2`
+_TEXT_COMMAND = re.compile(r"\\(?:text|mbox|mathrm|textrm|rm)\s*\{([^{}]*)\}")
+_CLOCK = re.compile(r"(\d{1,2}):([0-5]\d)\s*(?:([ap])\.?\s*m\.?)?")
 
 
 def find_boxed(text: str) -> list[tuple[int, int]]:
@@ -231,5 +241,75 @@ def prepare_gold(value: Any) -> str | None:
             if wrapped and left not in inner and right not in inner:  # but not `$x$ and $y$`
                 gold = inner.strip()
                 changed = True
-    gold = normalize_number_spacing(gold)
+    gold = canonical_answer(normalize_number_spacing(gold))
     return gold or None
+
+
+def _unwrap_whole(answer: str, opening: re.Pattern[str]) -> str | None:
+    """The content of ``answer`` when all of it is one group opened by ``opening`` (``\\textbf{...}``)."""
+    match = opening.match(answer)
+    if match is None:
+        return None
+    depth = 1
+    for token in _BRACES.finditer(answer, match.end()):
+        if token.group() in ("{", "}"):
+            depth += 1 if token.group() == "{" else -1
+            if depth == 0:
+                return answer[match.end() : token.start()].strip() if token.end() == len(answer) else None
+    return None
+
+
+def canonical_answer(answer: str) -> str:
+    """An answer's LaTeX (a box's content, or a gold) without what changes its form but not its value, so
+    that math-verify compares values: a sentence's final ``.``/``,``/``;`` (not an ellipsis), a bold
+    wrapper around the whole answer (``\\textbf{...}``, ``\\mathbf``, ``{\\bf ...}``), parentheses around
+    a lone integer (AoPS's ``(073)``), the leading zeros of an integer (AIME's ``073``) and the zero
+    decimals of a number (``35.0\\%`` -> ``35\\%``).
+
+    Examples:
+        >>> canonical_answer("284."), canonical_answer(r"\\$18.90."), canonical_answer("1, 2, 3, ...")
+        ('284', '\\\\$18.90', '1, 2, 3, ...')
+        >>> canonical_answer(r"\\textbf{(073)}"), canonical_answer(r"35.0\\%"), canonical_answer("1.05")
+        ('73', '35\\\\%', '1.05')
+    """
+    previous = None
+    while answer != previous:
+        previous = answer
+        answer = _TRAILING_MARK.sub("", answer.strip())
+        for opening in (_BOLD, _BOLD_GROUP):
+            inner = _unwrap_whole(answer, opening)
+            if inner is not None:
+                answer = inner
+        if paren := _PAREN_INTEGER.fullmatch(answer):
+            answer = paren.group(1)
+    if _ZERO_PADDED.fullmatch(answer):
+        negative = answer.startswith("-")
+        answer = ("-" if negative else "") + (answer.lstrip("-").lstrip("0") or "0")
+    return _POINT_ZEROS.sub(r"\1", answer)
+
+
+def clock_minutes(answer: str) -> tuple[int, bool] | None:
+    """A time of day (``4:30 p.m.``, ``\\text{12:05 a.m.}``, ``16:30``) as (minutes after midnight, whether
+    it said a.m./p.m.); ``None`` for anything else (``3:4``, a ratio, has one-digit minutes).
+
+    Examples:
+        >>> clock_minutes(r"4:30 \\text{ p.m.}"), clock_minutes(r"\\text{12:05 a.m.}"), clock_minutes("16:30")
+        ((990, True), (5, True), (990, False))
+        >>> clock_minutes("3:4"), clock_minutes("13:30 pm"), clock_minutes("2/15")
+        (None, None, None)
+    """
+    text = answer
+    for _ in range(2):
+        text = _TEXT_COMMAND.sub(r"\1", text)
+    text = re.sub(r"\\[,;:! ]|~", " ", text).strip().lower()
+    match = _CLOCK.fullmatch(text)
+    if match is None:
+        return None
+    hours, minutes, half = int(match.group(1)), int(match.group(2)), match.group(3)
+    if half is not None:
+        if not 1 <= hours <= 12:
+            return None
+        hours = hours % 12 + (12 if half == "p" else 0)
+    elif hours > 23:
+        return None
+    return hours * 60 + minutes, half is not None

@@ -23,6 +23,7 @@ __all__ = [
     "ScriptArguments",
     "WarmupArguments",
     "benchmark_eval_settings",
+    "mapping_setting",
     "parse_list",
     "system_prompt_setting",
 ]
@@ -65,8 +66,12 @@ def system_prompt_setting(value: str | None) -> str | None:
     return None if value in ("", "none", "null", "None") else value
 
 
-def _mapping(value: Any, name: str) -> dict | None:
-    """A mapping field as YAML gives it or as a JSON string from the command line."""
+def mapping_setting(value: Any, name: str) -> dict | None:
+    """A mapping field as YAML gives it or as a JSON string from the command line (None when empty).
+
+    >>> mapping_setting('{"problem": "question"}', "column_map"), mapping_setting("", "column_map")
+    ({'problem': 'question'}, None)
+    """
     if value is None or value == "":
         return None
     if isinstance(value, str):
@@ -152,8 +157,10 @@ class DataArguments:
         if self.dataset_mixture is not None:
             self.dataset_mixture = parse_list(self.dataset_mixture, "dataset_mixture")
         self.system_prompt = system_prompt_setting(self.system_prompt)
-        self.dataset_column_map = _mapping(self.dataset_column_map, "dataset_column_map")
-        self.eval_dataset_column_map = _mapping(self.eval_dataset_column_map, "eval_dataset_column_map")
+        self.dataset_column_map = mapping_setting(self.dataset_column_map, "dataset_column_map")
+        self.eval_dataset_column_map = mapping_setting(
+            self.eval_dataset_column_map, "eval_dataset_column_map"
+        )
         if self.curriculum not in ("none", "difficulty"):
             raise ValueError(f"curriculum must be 'none' or 'difficulty', got {self.curriculum!r}.")
 
@@ -270,7 +277,7 @@ def benchmark_eval_settings(value: Any) -> dict[str, Any] | None:
     >>> benchmark_eval_settings({"benchmarks": "math500,amc23", "every": 50})["benchmarks"]
     ['math500', 'amc23']
     """
-    settings = _mapping(value, "benchmark_eval")
+    settings = mapping_setting(value, "benchmark_eval")
     if settings is None:
         return None
     allowed = {"benchmarks", "every", *BENCHMARK_EVAL_DEFAULTS}

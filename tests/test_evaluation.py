@@ -808,3 +808,23 @@ def test_callback_in_a_grpo_run_logs_through_the_trainer(tmp_path, tiny_path, to
     trains = [h for h in trainer.state.log_history if "loss" in h]
     assert [h["step"] for h in evals] == [1, 2]
     assert len(trains) == 2 and all("rewards/accuracy/mean" in h for h in trains)  # train metrics not flushed
+
+
+def test_eval_reads_a_local_file_through_its_column_map(tmp_path, tiny_path) -> None:
+    from bnpo_trl.cli import main as cli_main
+
+    data = tmp_path / "mine.jsonl"
+    data.write_text(
+        "\n".join(json.dumps({"question": f"What is {a} + 1?", "gold": str(a + 1)}) for a in range(3)) + "\n"
+    )
+    common = ["eval", "--model", tiny_path, "--benchmarks", str(data), "--n", "1", "--temperature", "0"]
+    common += ["--max_new_tokens", "2", "--backend", "transformers", "--device", "cpu", "--no_progress"]
+    common += ["--verify_workers", "1", "--bootstrap", "0"]
+    with pytest.raises(ValueError, match=r"--column_map '\{\"problem\": \"<column>\"\}'"):
+        cli_main([*common, "--output", str(tmp_path / "no-map")])
+    column_map = json.dumps({"problem": "question", "answer": "gold"})
+    cli_main([*common, "--output", str(tmp_path / "out"), "--column_map", column_map])
+    results = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+    assert results["mine"]["n_problems"] == 3
+    rows = [json.loads(line) for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
+    assert [r["gold"] for r in rows] == ["1", "2", "3"] and rows[0]["problem"] == "What is 0 + 1?"

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from bnpo_trl.answers import canonical_answer
 from bnpo_trl.rewards import accuracy, get_reward_funcs
 from bnpo_trl.rewards.accuracy import MathVerifier, log_counts, prediction_text
 from bnpo_trl.rewards.pool import VerifierPool
@@ -99,6 +100,40 @@ CASES = [
     # gold given as a full solution
     ("solution-gold", r"So the answer is $\boxed{\frac{1}{2}}$.", r"\boxed{0.5}", 1.0),
     ("gsm8k-solution-gold", "She pays 2 * 600 = 1200 dollars.\n#### 1200", r"\boxed{1200}", 1.0),
+    # form, not value (answers.canonical_answer): a sentence's final mark, bold, (073), zero decimals
+    ("period-in-box", "284", r"\boxed{284.}", 1.0),
+    ("comma-in-box", "284", r"\boxed{284,}", 1.0),
+    ("period-after-sqrt", r"3\sqrt{13}", r"\boxed{3\sqrt{13}.}", 1.0),
+    ("period-after-dollars", r"\$18.90", r"\boxed{\$18.90.}", 1.0),
+    (
+        "period-after-tuple",
+        r"\left( 3, \frac{\pi}{2} \right)",
+        r"\boxed{\left( 3, \frac{\pi}{2} \right).}",
+        1.0,
+    ),
+    ("period-in-gold", "104.", r"\boxed{104}", 1.0),
+    ("ellipsis-kept", "1, 2, 3", r"\boxed{1, 2, 3, \ldots}", 0.0),
+    ("decimal-percent", "35", r"\boxed{35.0\%}", 1.0),
+    ("decimal-zeros", "12", r"\boxed{12.00}", 1.0),
+    ("textbf-paren-leading-zero", "073", r"\boxed{\textbf{(073)}}", 1.0),
+    ("mathbf", "12", r"\boxed{\mathbf{12}}", 1.0),
+    ("bf-group", "7", r"\boxed{{\bf 7}}", 1.0),
+    ("leading-zeros-vs-bare", "73", r"\boxed{073}", 1.0),
+    ("bare-vs-leading-zeros", "073", r"\boxed{73}", 1.0),
+    ("guard-leading-zeros-vs-decimal", "73.5", r"\boxed{073}", 0.0),
+    ("guard-period-is-not-decimal", "284", r"\boxed{284.5}", 0.0),
+    ("guard-decimals-not-zero", "1", r"\boxed{1.05}", 0.0),
+    ("guard-interval-keeps-parens", "5", r"\boxed{(0, 5)}", 0.0),
+    # times of day (not ratios): answers.clock_minutes
+    ("clock-pm", r"\text{4:30 p.m.}", r"\boxed{4:30 \text{ p.m.}}", 1.0),
+    ("clock-am", "12:05 a.m.", r"\boxed{\text{12:05 a.m.}}", 1.0),
+    ("clock-24-hour", r"\text{4:30 p.m.}", r"\boxed{16:30}", 1.0),
+    ("clock-gold-without-marker", "4:30", r"\boxed{4:30 pm}", 1.0),
+    ("guard-clock-vs-ratio", r"\frac{2}{15}", r"\boxed{4:30}", 0.0),
+    ("guard-ratio-vs-clock", r"\text{4:30 p.m.}", r"\boxed{\frac{2}{15}}", 0.0),
+    ("guard-am-vs-pm", r"\text{4:30 p.m.}", r"\boxed{4:30 a.m.}", 0.0),
+    ("guard-clock-without-marker", r"\text{4:30 p.m.}", r"\boxed{4:30}", 0.0),
+    ("ratio-stays-a-ratio", "3:4", r"\boxed{3:4}", 1.0),
     # pathological (scored 0 and counted as timeouts)
     ("nested-exponent", "5", r"\boxed{9^{9^{9^{9}}}}", 0.0),
     ("nested-braces", "5", _NESTED_BRACES, 0.0),
@@ -211,9 +246,9 @@ def test_integer_fast_path_agrees_with_math_verify() -> None:
         texts = [rf"\boxed{{{answer}}}" for _, answer in INTEGER_PAIRS]
         statuses = verifier.judge([gold for gold, _ in INTEGER_PAIRS], texts)
         fast = sum(
-            1 for gold, answer in INTEGER_PAIRS if _plain(gold) and _plain(answer.strip())
-        )  # the box is stripped
-        assert verifier.integer_verdicts == fast == 9  # the first eight pairs and ("5", "5 ")
+            1 for gold, answer in INTEGER_PAIRS if _plain(gold) and _plain(canonical_answer(answer.strip()))
+        )  # the box's content, canonical: `07` and `7.0` are the integer 7
+        assert verifier.integer_verdicts == fast == 11  # the first eight pairs, 07, 7.0 and ("5", "5 ")
         # the reference: every pair through the workers (math-verify), gold parsed the way the verifier does
         replies = pool.run(
             [

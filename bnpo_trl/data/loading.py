@@ -101,7 +101,8 @@ def _check_columns(dataset: Dataset, needed: Iterable[tuple[str, str]], where: s
                 f"Column {column!r} (the {field_name}) not found in {where}; its columns are "
                 f"{dataset.column_names}. Name the right one: in a recipe `dataset_column_map: "
                 f"{{{field_name}: <column>}}` (eval_dataset_column_map for the held-out file, `column_map:` "
-                f"inside a dataset_mixture entry); in Python column_map={{'{field_name}': '<column>'}}."
+                f"inside a dataset_mixture entry); for bnpo-trl eval `--column_map "
+                f"'{{\"{field_name}\": \"<column>\"}}'`; in Python column_map={{'{field_name}': '<column>'}}."
             )
 
 

@@ -133,9 +133,12 @@ def load_benchmarks(
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     limit: int | None = None,
     user_template: str = "{problem}",
+    column_map: Mapping[str, str] | None = None,
 ) -> dict[str, Benchmark]:
     """Load benchmarks (names and/or local files, see :func:`parse_benchmark_specs`) with the
-    bnpo_trl.data loaders; ``limit`` keeps the first ``limit`` problems of each."""
+    bnpo_trl.data loaders; ``limit`` keeps the first ``limit`` problems of each. ``column_map`` names the
+    columns of local files that are not read with a registered benchmark's schema (``{"problem":
+    "question", "answer": "gold"}``, the keys of :func:`bnpo_trl.data.load_dataset_by_name`)."""
     from bnpo_trl.data import DATASETS, load_dataset_by_name
 
     if limit is not None and limit < 1:
@@ -157,7 +160,9 @@ def load_benchmarks(
             spec = DATASETS[name]
             source = str(path) if path else f"{spec.hub_id or name} (split {split})"
         else:
-            dataset = load_dataset_by_name("local", path=path, data_source=key, **common)
+            dataset = load_dataset_by_name(
+                "local", path=path, data_source=key, column_map=column_map, **common
+            )
             source = str(path)
         dropped = report.get("dropped_unusable", 0)
         if dropped:

@@ -55,6 +55,13 @@ class EvalArguments:
     )
     output: str | None = _opt(None, "Output folder (default eval_results/<model name>).")
     limit: int | None = _opt(None, "First K problems of each benchmark.")
+    column_map: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Columns of local benchmark files not read with a named benchmark's schema, as YAML or JSON: "
+            '\'{"problem": "question", "answer": "gold"}\'.'
+        },
+    )
     baseline: str | None = _opt(None, "A second model, evaluated the same way and compared.")
     recipe: str | None = _opt(
         None, "Training recipe YAML: reuse its system prompt, chat template kwargs, model (also --config)."
@@ -79,6 +86,9 @@ class EvalArguments:
     no_progress: bool = _opt(False, "No progress bar.")
 
     def __post_init__(self) -> None:  # before any model or benchmark is loaded
+        from bnpo_trl.arguments import mapping_setting
+
+        self.column_map = mapping_setting(self.column_map, "--column_map")
         checks = [
             (self.n >= 1, f"--n (samples per problem) must be >= 1, got {self.n}"),
             (self.temperature >= 0, f"--temperature must be >= 0, got {self.temperature}"),
@@ -308,7 +318,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             resolve_model_path(model)
     output = Path(args.output or Path("eval_results") / _slug(args.model))
     output.mkdir(parents=True, exist_ok=True)
-    benchmarks = load_benchmarks(args.benchmarks, system_prompt=args.system_prompt, limit=args.limit)
+    benchmarks = load_benchmarks(
+        args.benchmarks, system_prompt=args.system_prompt, limit=args.limit, column_map=args.column_map
+    )
 
     report = _evaluate_one(args.model, args, ks, recipe, benchmarks, output / "samples.jsonl")
     report["metadata"]["command"] = "bnpo-trl eval " + " ".join(argv)

@@ -33,7 +33,13 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from bnpo_trl.answers import last_boxed, normalize_number_spacing, prepare_gold
+from bnpo_trl.answers import (
+    canonical_answer,
+    clock_minutes,
+    last_boxed,
+    normalize_number_spacing,
+    prepare_gold,
+)
 
 from .pool import PoolSettings, VerifierPool, get_pool
 from .registry import register_reward
@@ -68,6 +74,25 @@ def _integer_verdict(gold: str, pred: str) -> str | None:
     return "correct" if answer == gold else "wrong"
 
 
+def _clock_verdict(gold: str, pred: str) -> str | None:
+    """``correct``/``wrong`` when the gold or the boxed answer is a time of day (:func:`clock_minutes`),
+    which math-verify would read as a ratio (``4:30`` as 2/15); else ``None``. The a.m./p.m. must agree
+    unless one side is unambiguous 24-hour time; a clock answer for a gold that is no clock is wrong."""
+    answer = pred[len("\\boxed{") : -1] if pred.startswith("\\boxed{") and pred.endswith("}") else None
+    gold_time = clock_minutes(gold)
+    pred_time = clock_minutes(answer) if answer is not None else None
+    if gold_time is None:
+        return None if pred_time is None else "wrong"
+    if pred_time is None:
+        return None if answer is None else "wrong"
+    (g, g_marked), (p, p_marked) = gold_time, pred_time
+    unmarked = p if g_marked else g
+    if g_marked == p_marked or not 60 <= unmarked < 13 * 60:  # same notation, or 24-hour time (16:30)
+        return "correct" if g == p else "wrong"
+    # one side says a.m./p.m., the other a 12-hour reading: only a gold without the marker accepts both
+    return "correct" if not g_marked and g % 720 == p % 720 else "wrong"
+
+
 def prediction_text(text: str) -> str | None:
     """What the worker parses for a completion: ``\\boxed{<last box content>}``, else the whole text;
     ``None`` when there is nothing to parse (empty completion, or an empty last box).
@@ -82,8 +107,8 @@ def prediction_text(text: str) -> str | None:
     """
     boxed = last_boxed(text)
     if boxed is not None:
-        boxed = boxed.strip()
-        return "\\boxed{" + normalize_number_spacing(boxed) + "}" if boxed else None
+        boxed = canonical_answer(normalize_number_spacing(boxed.strip()))
+        return "\\boxed{" + boxed + "}" if boxed else None
     return normalize_number_spacing(text) if text.strip() else None
 
 
@@ -146,6 +171,8 @@ class MathVerifier:
                     statuses[i] = "unparsed_gold"
                 elif pred is None:
                     statuses[i] = "no_answer"
+                elif (verdict := _clock_verdict(gold, pred)) is not None:
+                    statuses[i] = verdict
                 elif (verdict := _integer_verdict(gold, pred)) is not None:
                     statuses[i] = verdict
                     self.integer_verdicts += 1
