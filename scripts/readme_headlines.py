@@ -92,6 +92,32 @@ def parse_bench_rewards(text: str) -> str:
     )
 
 
+def parse_bench_rewards_real(text: str) -> str:
+    """``scripts/bench_rewards_real.py``: ours vs TRL on the real completions and the rewrites, and the
+    false positives of ours over every set."""
+
+    def row(label: str) -> re.Match[str]:
+        cell = rf"({NUM})/({NUM}) \(({NUM})\), ({NUM}) FP"
+        return _search(
+            "bench_rewards_real",
+            f"'{label}' row",
+            rf"^\| {label} \| ({NUM}) \| {cell} \| {cell} \|",
+            text,
+            re.M,
+        )
+
+    real, rewrites = row("real completions"), row("rewrites of the golds")
+    ours_fp = sum(
+        _int(m[1])
+        for m in re.finditer(rf"^\| [^|]+ \| {NUM} \| {NUM}/{NUM} \({NUM}\), ({NUM}) FP", text, re.M)
+    )
+    return (
+        f"the `accuracy` reward is right on **{real[4]}** of {real[1]} real model completions (TRL's "
+        f"`accuracy_reward`: {real[8]}) and on **{rewrites[4]}** of {rewrites[1]} rewrites of the golds (TRL: "
+        f"{rewrites[8]}), with **{ours_fp}** false positives over every set"
+    )
+
+
 def parse_bench_overhead(text: str) -> str:
     """``scripts/bench_overhead.py``: the median CPU step-time ratio with its interval, the added share."""
     row = _search(
@@ -203,6 +229,7 @@ class Source:
 SOURCES = [
     Source("bench_normalizers", "benchmarks", "Normalizer speed", "scripts/bench_normalizers.py", parse_bench_normalizers),
     Source("bench_rewards", "benchmarks", "Reward throughput", "scripts/bench_rewards.py", parse_bench_rewards),
+    Source("bench_rewards_real", "benchmarks", "Answers on real data", "scripts/bench_rewards_real.py", parse_bench_rewards_real),
     Source("bench_overhead", "benchmarks", "Trainer overhead", "scripts/bench_overhead.py", parse_bench_overhead),
     Source("bench_learning", "benchmarks", "Learning curves", "scripts/bench_learning.py", parse_bench_learning),
     Source("quickstart_seeds", "benchmarks", "Quickstart", "scripts/quickstart_seeds.py", parse_quickstart_seeds),

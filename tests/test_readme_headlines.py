@@ -93,6 +93,14 @@ QUICKSTART = """| seed | warm-up | before RL | after RL | gain (points) | RL ste
 
 Target met on 0 of 3 seeds; gains +28.0, +12.5, +41.0 points (mean +27.2)."""
 
+REAL = """| set | rows | bnpo_trl accuracy | TRL accuracy_reward | raw math-verify |
+|---|---:|---:|---:|---:|
+| golds echoed + wrong answers | 10 | 10/10 (1.000), 0 FP | 9/10 (0.900), 1 FP | 9/10 (0.900), 1 FP |
+| rewrites of the golds | 4 | 3/4 (0.750), 1 FP | 1/4 (0.250), 0 FP | 2/4 (0.500), 0 FP |
+| real completions | 20 | 19/20 (0.950), 2 FP | 18/20 (0.900), 0 FP | 18/20 (0.900), 0 FP |
+| reference solutions | 5 | 5/5 (1.000), 0 FP | 4/5 (0.800), 0 FP | 4/5 (0.800), 0 FP |
+
+FP: false positives, wrong answers scored 1."""
 BENCHMARKS_DOC = "\n\n".join(
     [
         "# Benchmarks",
@@ -100,6 +108,8 @@ BENCHMARKS_DOC = "\n\n".join(
         block("bench_normalizers", NORMALIZERS),
         "## Reward functions",
         block("bench_rewards", REWARDS),
+        "## Answer checking on real data",
+        block("bench_rewards_real", REAL),
         "## Overhead of `NormalizedGRPOTrainer`",
         block("bench_overhead", OVERHEAD),
         "## Learning curves per normalizer (quickstart task)",
@@ -147,6 +157,7 @@ def test_every_block_parsed_with_its_numbers_and_link(headlines, tmp_path):
     assert list(got) == [
         "Normalizer speed",
         "Reward throughput",
+        "Answers on real data",
         "Trainer overhead",
         "Learning curves",
         "Quickstart",
@@ -166,6 +177,11 @@ def test_every_block_parsed_with_its_numbers_and_link(headlines, tmp_path):
     assert "**654 items/s** vs. 321 items/s" in rewards and "**2.04x**" in rewards and "0.67x" in rewards
     assert "64 completions" in rewards and "9876" not in rewards and "600" not in rewards
     assert rewards.endswith("(docs/benchmarks.md#reward-functions)")
+
+    real = got["Answers on real data"]  # ours and TRL's columns of two rows; ours' false positives summed
+    assert "right on **0.950** of 20 real model completions (TRL's `accuracy_reward`: 0.900)" in real
+    assert "on **0.750** of 4 rewrites of the golds (TRL: 0.250), with **3** false positives" in real
+    assert real.endswith("(docs/benchmarks.md#answer-checking-on-real-data)")
 
     overhead = got["Trainer overhead"]  # the CPU row, not the wall one
     assert "**1.012** (95% interval [0.991, 1.027])" in overhead and "**0.58%**" in overhead
@@ -209,7 +225,7 @@ def test_missing_and_not_generated_blocks_get_a_bullet_saying_so(headlines, tmp_
     readme, benchmarks, theory = write_docs(tmp_path, benchmarks_doc, None)
     assert headlines.update(readme, benchmarks, theory)
     got = bullets(readme)
-    assert len(got) == 6 and "no `quickstart_seeds` block" in got["Quickstart"]
+    assert len(got) == 7 and "no `quickstart_seeds` block" in got["Quickstart"]
     assert got["Normalizer speed"] == (
         "- **Normalizer speed**: not generated yet (`scripts/bench_normalizers.py` writes it) — "
         "[Normalizer call time](docs/benchmarks.md#normalizer-call-time)"
@@ -269,6 +285,18 @@ def test_parsers_read_what_the_real_formatters_write(headlines):
     line = headlines.parse_bench_learning(bench.DOC_TEXT + "\n" + text)
     assert "after 10 RL steps" in line and "over 3 seeds" in line
     assert line.endswith("best first: **`bnpo` 75.0 ± 5.0**, `group` 45.0 ± 5.0, `none` 15.0 ± 5.0")
+
+    real = load_script("bench_rewards_real")
+    rows = [{"expected": 1}, {"expected": 0}]
+    checkers = {
+        "ours": lambda rows: [1.0, 0.0],
+        "trl": lambda rows: [0.0, 1.0],
+        "raw": lambda rows: [1.0, 1.0],
+    }
+    sets = {name: rows for name in real.SETS}
+    line = headlines.parse_bench_rewards_real("\n".join(real.table(sets, checkers)))
+    assert "right on **1.000** of 2 real model completions (TRL's `accuracy_reward`: 0.000)" in line
+    assert line.endswith("with **0** false positives over every set")
 
     theory = load_script("simulate_theory")
     torch = theory.torch
