@@ -233,7 +233,7 @@ def run(script_args: ScriptArguments, training_args: Any, model_args: Any) -> di
     rl_started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     summary["rl_seconds"] = time.perf_counter() - rl_started
-    return _finish(trainer, script_args, summary, started, preemption_cb, heldout_cb, budget_cb)
+    return _finish(trainer, script_args, summary, started, preemption_cb, heldout_cb, budget_cb, benchmark_cb)
 
 
 def _benchmark_eval_callback(
@@ -263,6 +263,7 @@ def _finish(
     preemption_cb: PreemptionCallback,
     heldout_cb: BenchmarkEvalCallback | None,
     budget_cb: TimeBudgetCallback | None,
+    benchmark_cb: BenchmarkEvalCallback | None,
 ) -> dict[str, Any]:
     """After ``trainer.train``: stop for a requeue, or measure, summarize, save and push."""
     from bnpo_trl.distributed import shutdown_distributed
@@ -280,9 +281,8 @@ def _finish(
     summary["steps"] = trainer.state.global_step
     engine = trainer.engine_callback.engine or engine_in_use(trainer.accelerator, trainer.model_wrapped)
     summary["engine"], summary["engine_detail"] = str(engine), engine.to_dict()
-    for callback in trainer.callback_handler.callbacks:
-        if isinstance(callback, BenchmarkEvalCallback) and callback is not heldout_cb:
-            summary["benchmark_eval"] = callback.history
+    if benchmark_cb is not None:
+        summary["benchmark_eval"] = benchmark_cb.history
     if budget_cb is not None:
         summary["time_budget_seconds"] = budget.time_budget_seconds
         summary["stopped_by_time_budget"] = budget_cb.stopped_at_step is not None

@@ -63,13 +63,18 @@ _LONG_KEY = 512  # longer predictions are cached under a digest
 _PLAIN_INTEGER = re.compile(r"0|-?[1-9][0-9]{0,14}")  # at most 15 digits: exact even as a float
 
 
+def _box_content(pred: str) -> str | None:
+    """The content of a :func:`prediction_text` that is a box (``\\boxed{...}``), else ``None``."""
+    return pred[len("\\boxed{") : -1] if pred.startswith("\\boxed{") and pred.endswith("}") else None
+
+
 def _integer_verdict(gold: str, pred: str) -> str | None:
     """``correct``/``wrong`` when ``gold`` and the content of ``pred`` (``\\boxed{...}``) are plain integers,
     else ``None`` (the pair goes to math-verify)."""
-    if not (pred.startswith("\\boxed{") and pred.endswith("}") and _PLAIN_INTEGER.fullmatch(gold)):
+    if not _PLAIN_INTEGER.fullmatch(gold):
         return None
-    answer = pred[len("\\boxed{") : -1]
-    if not _PLAIN_INTEGER.fullmatch(answer):
+    answer = _box_content(pred)
+    if answer is None or not _PLAIN_INTEGER.fullmatch(answer):
         return None
     return "correct" if answer == gold else "wrong"
 
@@ -78,7 +83,7 @@ def _clock_verdict(gold: str, pred: str) -> str | None:
     """``correct``/``wrong`` when the gold or the boxed answer is a time of day (:func:`clock_minutes`),
     which math-verify would read as a ratio (``4:30`` as 2/15); else ``None``. The a.m./p.m. must agree
     unless one side is unambiguous 24-hour time; a clock answer for a gold that is no clock is wrong."""
-    answer = pred[len("\\boxed{") : -1] if pred.startswith("\\boxed{") and pred.endswith("}") else None
+    answer = _box_content(pred)
     gold_time = clock_minutes(gold)
     pred_time = clock_minutes(answer) if answer is not None else None
     if gold_time is None:
@@ -171,11 +176,11 @@ class MathVerifier:
                     statuses[i] = "unparsed_gold"
                 elif pred is None:
                     statuses[i] = "no_answer"
-                elif (verdict := _clock_verdict(gold, pred)) is not None:
-                    statuses[i] = verdict
-                elif (verdict := _integer_verdict(gold, pred)) is not None:
+                elif (verdict := _integer_verdict(gold, pred)) is not None:  # two integers: no clock
                     statuses[i] = verdict
                     self.integer_verdicts += 1
+                elif (verdict := _clock_verdict(gold, pred)) is not None:
+                    statuses[i] = verdict
                 else:
                     key = (gold, pred if len(pred) <= _LONG_KEY else hashlib.blake2b(pred.encode()).digest())
                     cached = self._verdicts.lookup(key)
