@@ -8,6 +8,7 @@ anything that can hang (sympy) runs in the reward worker pool instead.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any
@@ -288,6 +289,7 @@ def canonical_answer(answer: str) -> str:
     return _POINT_ZEROS.sub(r"\1", answer)
 
 
+@functools.lru_cache(maxsize=4096)  # called for each row's gold: a batch repeats each gold G times
 def clock_minutes(answer: str) -> tuple[int, bool] | None:
     """A time of day (``4:30 p.m.``, ``\\text{12:05 a.m.}``, ``16:30``) as (minutes after midnight, whether
     it said a.m./p.m.); ``None`` for anything else (``3:4``, a ratio, has one-digit minutes).

@@ -1,26 +1,21 @@
-"""Benchmark: bnpo_trl's `accuracy` reward vs TRL's `trl.rewards.accuracy_reward`, measured in one run.
+"""Benchmark: the cost per item of bnpo_trl's `accuracy` reward vs TRL's `trl.rewards.accuracy_reward`, in one run.
 
-The script writes its own batches (nothing is downloaded): G=16 completions for each of N/16 MATH-style
-problems whose golds are stored as datasets store them (raw LaTeX: integers, fractions, radicals,
-intervals, decimals, lists of roots, polynomials, multiple-choice letters, degrees, percents, large
-numbers). Completions are correct answers in several equivalent forms, plausible wrong answers, long
-reasoning before the box, several boxes, answers without a box ("The final answer is $x$"), truncated
-completions without an answer, and 2% pathological items (nested exponents, 10^5-character garbage with and
-without a box, 5,000 nested braces). Every completion carries the label the generator meant (correct or
-not), so disagreements between the two verifiers can be attributed.
+The batches are generated offline (``reward_batches.py``: G=16 labelled completions per MATH-style problem,
+with 2% pathological items by default). Batches scored:
 
-Two batches are scored:
+- first-seen: new golds and answers (what the first epoch looks like); later-epoch: the same problems,
+  freshly sampled completions, so golds and many (gold, answer) pairs repeat;
+- each of them clean (without the pathological items) and whole; and the first-seen items of the problem
+  kinds whose gold TRL parses right.
 
-- first-seen: new golds and answers (what the first epoch looks like);
-- later-epoch: the same problems, freshly sampled completions, so golds and many (gold, answer) pairs repeat.
-
-Each batch is scored by TRL's `accuracy_reward` (main thread, its own signal-based timeouts: 10 s parse,
-5 s verify), one completion per call so that each item's time is known, and by `accuracy` in one call (as
-GRPOTrainer calls it). The pool is started and warmed up before timing; its start-up time is printed.
-Rows for subsets (without the pathological items; only the problem kinds whose gold TRL parses right)
-score the subset again with `accuracy` on a fresh pool and sum TRL's per-item times (TRL's CPU time for a
-subset is pro-rated from its wall time). CPU time of `accuracy` = this process + its workers.
-The machine may be shared: the script ends with how much CPU other processes used meanwhile.
+TRL's `accuracy_reward` runs in this process (its own signal-based timeouts: 10 s parse, 5 s verify), one
+completion per call so that each item's time is known; a subset's TRL time is the sum of its items' times
+(its CPU time pro-rated from that). `accuracy` scores each batch in one call (as GRPOTrainer calls it), on a
+fresh pool and caches per family (a later-epoch batch follows its first-seen batch on the same verifier),
+with 1 and with 2 worker processes; the clean families are measured ``--repeats`` times (median). Both
+sides are warmed up untimed on the same answers (the workers' ``WARM_UP``); the pool's start-up is printed.
+CPU time of `accuracy` = this process + its workers. The machine may be shared: the script ends with how
+much CPU other processes used meanwhile.
 
     python scripts/bench_rewards.py            # N = 4096 per batch (several minutes: TRL spends 5 s on
                                                # every nested exponent)
@@ -35,196 +30,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import random
-import string
+import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from fractions import Fraction
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_section import write_section
+from reward_batches import SAME_GOLD_KINDS, G, Item, make_batch, problem
 
-G = 16
-#: Problem kinds whose raw-LaTeX gold math-verify's default parse (TRL) reads correctly.
-SAME_GOLD_KINDS = ("int", "neg", "frac", "decimal", "degrees", "percent")
-
-
-@dataclass
-class Item:
-    gold: str
-    text: str
-    label: bool  # what the generator meant: is this completion's final answer correct?
-    kind: str  # problem kind, or "pathological"
-
-
-def _problem(rng: random.Random) -> tuple[str, str, list[str], list[str]]:
-    """(kind, gold as stored in a dataset, correct answer forms, wrong answers)."""
-    kind = rng.choice(
-        ["int", "int", "int", "neg", "frac", "frac", "radical", "interval", "decimal", "roots", "poly", "choice",
-         "degrees", "percent", "big"]
-    )  # fmt: skip
-    if kind == "int":
-        n = rng.randint(2, 999)
-        return kind, str(n), [str(n)], [str(n + 1), str(n - 1), str(2 * n), str(-n)]
-    if kind == "neg":
-        n = rng.randint(1, 99)
-        return kind, f"-{n}", [f"-{n}"], [str(n), f"-{n + 1}"]
-    if kind == "frac":
-        b = rng.randint(2, 16)
-        a = rng.choice([k for k in range(1, 3 * b) if math.gcd(k, b) == 1])
-        forms = [rf"\frac{{{a}}}{{{b}}}", rf"\dfrac{{{a}}}{{{b}}}", f"{a}/{b}"]
-        if Fraction(a, b).denominator in (2, 4, 5, 8, 10, 16):
-            forms.append(str(float(Fraction(a, b))))
-        return (
-            kind,
-            rf"\frac{{{a}}}{{{b}}}",
-            forms,
-            [rf"\frac{{{b}}}{{{a}}}", rf"\frac{{{a + 1}}}{{{b}}}", f"-{a}/{b}"],
-        )
-    if kind == "radical":
-        a, b = rng.randint(2, 9), rng.choice([2, 3, 5, 6, 7, 10, 11])
-        a = a if a != b else a + 1  # the wrong answer b\sqrt{a} must differ from a\sqrt{b}
-        forms = [rf"{a}\sqrt{{{b}}}", rf"\sqrt{{{a * a * b}}}", rf"{a} \cdot \sqrt{{{b}}}"]
-        return (
-            kind,
-            rf"{a}\sqrt{{{b}}}",
-            forms,
-            [str(a), rf"\sqrt{{{b}}}", rf"{a}\sqrt{{{b + 1}}}", rf"{b}\sqrt{{{a}}}"],
-        )
-    if kind == "interval":
-        a = rng.randint(-9, 5)
-        b = a + rng.randint(1, 9)
-        return kind, f"[{a}, {b})", [f"[{a},{b})", f"[{a}, {b})"], [f"({a},{b})", f"[{a},{b}]", str(b)]
-    if kind == "decimal":
-        n = rng.randint(1, 99) + 0.5
-        frac = Fraction(n)
-        return (
-            kind,
-            str(n),
-            [str(n), rf"\frac{{{frac.numerator}}}{{{frac.denominator}}}"],
-            [str(n - 1), str(n + 0.25)],
-        )
-    if kind == "roots":
-        a = rng.randint(-9, -1)
-        b = rng.choice([k for k in range(1, 10) if k != -a])  # {-a, -b} must differ from {a, b}
-        return kind, f"{a}, {b}", [f"{a}, {b}", f"{b}, {a}", rf"\{{{a}, {b}\}}"], [str(b), f"{-a}, {-b}"]
-    if kind == "poly":
-        a = rng.randint(1, 9)
-        return (
-            kind,
-            f"x^2+{2 * a}x+{a * a}",
-            [f"(x+{a})^2", f"x^2 + {2 * a}x + {a * a}"],
-            [f"(x-{a})^2", f"x^2+{a * a}"],
-        )
-    if kind == "choice":
-        letter = rng.choice("ABCDE")
-        others = [c for c in "ABCDE" if c != letter]
-        return kind, rf"\text{{({letter})}}", [letter, rf"\text{{({letter})}}", f"({letter})"], others[:2]
-    if kind == "degrees":
-        n = rng.choice([30, 45, 60, 72, 120, 135])
-        return kind, rf"{n}^\circ", [str(n), rf"{n}^\circ", rf"{n}^{{\circ}}"], [str(180 - n), str(n + 10)]
-    if kind == "percent":
-        n = rng.randint(5, 95)
-        return kind, rf"{n}\%", [rf"{n}\%", str(n)], [rf"{100 - n}\%", str(n + 1)]
-    n = rng.randint(1000, 999_999)  # big
-    return (
-        kind,
-        f"{n:,}".replace(",", "{,}"),
-        [str(n), f"{n:,}", f"{n:,}".replace(",", r"\,")],
-        [str(n + 10), str(n // 10)],
-    )
-
-
-_WORDS = [
-    "we",
-    "let",
-    "then",
-    "so",
-    "thus",
-    "note",
-    "that",
-    "compute",
-    "substitute",
-    "simplify",
-    "check",
-    "the",
-    "value",
-    "of",
-    "and",
-    "since",
-    "hence",
-]
-
-
-def _reasoning(rng: random.Random, words: int) -> str:
-    parts = []
-    for i in range(words // 12):
-        a, b = rng.randint(1, 99), rng.randint(1, 99)
-        parts.append(
-            " ".join(rng.choices(_WORDS, k=9))
-            + f" ${a} + {b} = {a + b}$, and $x_{{{i}}} = \\frac{{{a}}}{{{b}}}$."
-        )
-    return " ".join(parts)
-
-
-def _completion(rng: random.Random, answer: str | None, decoy: str) -> str:
-    if answer is None:  # truncated: the model ran out of tokens before answering
-        return _reasoning(rng, rng.randint(100, 600))
-    style = rng.random()
-    if style < 0.55:
-        return f"{_reasoning(rng, rng.randint(20, 80))} Therefore the answer is $\\boxed{{{answer}}}$."
-    if style < 0.80:
-        return f"{_reasoning(rng, rng.randint(300, 1500))}\n\nThe final answer is $\\boxed{{{answer}}}$."
-    if style < 0.90:
-        return f"First attempt gives $\\boxed{{{decoy}}}$. {_reasoning(rng, 40)} Correcting this: $\\boxed{{{answer}}}$."
-    return f"{_reasoning(rng, rng.randint(20, 80))} The final answer is ${answer}$."
-
-
-def _pathological(rng: random.Random, i: int) -> str:
-    variant = i % 6
-    if variant in (0, 1):
-        a, b, c, d = (rng.randint(5, 9) for _ in range(4))
-        return rf"After a long computation, the answer is $\boxed{{{a}^{{{b}^{{{c}^{{{d}}}}}}}}}$."
-    if variant in (2, 3):
-        return "".join(
-            rng.choices(string.ascii_letters + string.digits + string.punctuation + " ", k=100_000)
-        )
-    if variant == 4:
-        junk = "".join(rng.choices("x+-*^()0123456789 ", k=100_000))
-        return rf"\boxed{{{junk}}}"
-    if rng.random() < 0.5:
-        return r"\boxed{" + "{" * 5000 + "1" + "}" * 5000 + "}"
-    return rf"\boxed{{{rng.randint(2, 9)}^{{{rng.randint(2, 9)}^{{{rng.randint(2, 9)}^{{{rng.randint(2, 9)}}}}}}}}}"
-
-
-def make_batch(
-    problems: list[tuple[str, str, list[str], list[str]]], seed: int, frac_pathological: float
-) -> list[Item]:
-    rng = random.Random(seed)
-    items = []
-    for kind, gold, forms, wrongs in problems:
-        p_correct = rng.random()
-        favourite = rng.choice(forms)
-        for _ in range(G):
-            r = rng.random()
-            if r < 0.08:
-                items.append(Item(gold, _completion(rng, None, ""), False, kind))
-            elif r < 0.08 + 0.92 * p_correct:
-                answer = favourite if rng.random() < 0.7 else rng.choice(forms)
-                items.append(Item(gold, _completion(rng, answer, rng.choice(wrongs)), True, kind))
-            else:
-                answer = wrongs[0] if rng.random() < 0.6 else rng.choice(wrongs)
-                items.append(Item(gold, _completion(rng, answer, favourite), False, kind))
-    n_bad = round(frac_pathological * len(items))
-    for j, index in enumerate(rng.sample(range(len(items)), n_bad)):
-        items[index] = Item(items[index].gold, _pathological(rng, j), False, "pathological")
-    return items
+WORKER_COUNTS = (1, 2)
 
 
 def score_trl(items: list[Item]) -> tuple[list[float | None], list[float], float]:
@@ -287,11 +106,9 @@ def _parse_args() -> argparse.Namespace:
         "--pathological", type=float, default=0.02, help="fraction of pathological completions"
     )
     parser.add_argument(
-        "--workers", type=int, default=None, help="accuracy's worker processes (default min(2, CPUs))"
-    )
-    parser.add_argument(
         "--timeout", type=float, default=5.0, help="accuracy's per-item wall-clock timeout (s)"
     )
+    parser.add_argument("--repeats", type=int, default=3, help="measurements of each clean family (median)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--docs", help="also write the printed tables into this markdown file (e.g. docs/benchmarks.md)"
@@ -305,65 +122,106 @@ def _parse_args() -> argparse.Namespace:
 Emit = Callable[..., None]
 
 
-def _measure(emit: Emit, batches: dict[str, list[Item]], workers: int, timeout: float) -> tuple[list, Any]:
-    """Score every batch with TRL and with `accuracy`, then the subsets on fresh pools.
+@dataclass
+class Run:
+    """One batch: TRL's verdicts and per-item seconds, and `accuracy`'s (wall s, CPU s, slowest item s) per
+    worker count, with its verdicts from the largest worker count."""
 
-    Returns the runs ``(label, items, trl scores, trl seconds per item, trl cpu, our statuses, our wall,
-    our cpu, our slowest item)`` and the main pool (still open: its stats are printed at the end).
-    """
+    label: str
+    items: list[Item]
+    trl_scores: list
+    trl_seconds: list[float]
+    trl_cpu: float
+    ours: dict[int, tuple[float, float, float]] = field(default_factory=dict)
+    statuses: list[str] = field(default_factory=list)
+
+
+def _warm_trl() -> None:
+    """TRL's reward on the answers our workers warm up on, untimed (first-use costs, as for the workers)."""
+    from bnpo_trl.rewards._worker import WARM_UP
+
+    score_trl([Item(gold, pred, True, "warm-up") for gold, pred in WARM_UP])
+
+
+def _score_family(runs: list[Run], workers: int, timeout: float, repeats: int) -> None:
+    """Score ``runs`` in order on fresh pools and caches (``repeats`` times; the median wall and CPU)."""
     from bnpo_trl.rewards.accuracy import MathVerifier
     from bnpo_trl.rewards.pool import VerifierPool
 
-    score_trl([Item("1", r"\boxed{1}", True, "warm-up")])  # imports and regex compilation, untimed
-    pool = VerifierPool(workers=workers, timeout=timeout)
-    verifier = MathVerifier(pool)
+    measured: list[list[tuple[float, float, float]]] = [[] for _ in runs]
+    for _ in range(repeats):
+        pool = VerifierPool(workers=workers, timeout=timeout)
+        verifier = MathVerifier(pool)
+        pool.start()  # every worker started and warmed up, untimed
+        for k, run in enumerate(runs):
+            pool.stats.max_request_seconds = 0.0
+            statuses, wall, cpu = judge_timed(verifier, run.items)
+            measured[k].append((wall, cpu, pool.stats.max_request_seconds))
+            run.statuses = statuses
+        pool.close()
+    for run, values in zip(runs, measured, strict=True):
+        run.ours[workers] = tuple(statistics.median(v[i] for v in values) for i in range(3))
+
+
+def _measure(
+    emit: Emit, batches: dict[str, list[Item]], frac: float, timeout: float, repeats: int
+) -> list[Run]:
+    """TRL on every whole batch, then `accuracy` per family and worker count (see the module docstring)."""
+    from bnpo_trl.rewards.pool import VerifierPool
+
+    _warm_trl()
+    whole = {name: Run(name, items, *score_trl(items)) for name, items in batches.items()}
+
+    def subset(label: str, base: Run, keep: Callable[[Item], bool]) -> Run:
+        chosen = [k for k, item in enumerate(base.items) if keep(item)]
+        seconds = [base.trl_seconds[k] for k in chosen]
+        return Run(label, [base.items[k] for k in chosen], [base.trl_scores[k] for k in chosen], seconds,
+                   sum(seconds) * base.trl_cpu / sum(base.trl_seconds))  # fmt: skip
+
+    clean = lambda item: item.kind != "pathological"  # noqa: E731
+    first, later = whole["first-seen"], whole["later-epoch"]
+    clean_family = [subset("first-seen, clean", first, clean), subset("later-epoch, clean", later, clean)]
+    kinds_family = [subset("first-seen, kinds whose gold TRL reads right", first, lambda i: i.kind in SAME_GOLD_KINDS)]  # fmt: skip
+    whole_family = []
+    if frac > 0:
+        for run, name in ((first, "first-seen"), (later, "later-epoch")):
+            run.label = f"{name}, {frac:.0%} pathological"
+            whole_family.append(run)
     start = time.perf_counter()
-    verifier.judge(["12345678"], [r"\boxed{12345678}"])
+    VerifierPool(workers=1, timeout=timeout).start()
     emit()
-    emit(f"accuracy pool start-up (untimed below): {time.perf_counter() - start:.2f} s")
-
-    runs = []
-    for name, items in batches.items():
-        trl_scores, trl_seconds, trl_cpu = score_trl(items)
-        pool.stats.max_request_seconds = 0.0
-        statuses, wall, cpu = judge_timed(verifier, items)
-        runs.append((name, items, trl_scores, trl_seconds, trl_cpu, statuses, wall, cpu, pool.stats.max_request_seconds))  # fmt: skip
-
-    # Subsets scored again by `accuracy` on fresh pools and caches (one pool per subset family, so the
-    # later-epoch subset finds the caches its first-seen subset left); TRL's per-item times are summed.
-    def subset_runs(family: list[tuple[str, int, object]]) -> None:
-        sub_pool = VerifierPool(workers=workers, timeout=timeout)
-        sub_verifier = MathVerifier(sub_pool)
-        sub_verifier.judge(["12345678"], [r"\boxed{12345678}"])
-        for label, run_index, keep in family:
-            _, items, trl_scores, trl_seconds, trl_cpu, *_ = runs[run_index]
-            chosen = [k for k, i in enumerate(items) if keep(i)]
-            seconds = [trl_seconds[k] for k in chosen]
-            sub_pool.stats.max_request_seconds = 0.0
-            statuses, wall, cpu = judge_timed(sub_verifier, [items[k] for k in chosen])
-            runs.append((label, [items[k] for k in chosen], [trl_scores[k] for k in chosen], seconds,
-                         sum(seconds) * trl_cpu / sum(trl_seconds), statuses, wall, cpu,
-                         sub_pool.stats.max_request_seconds))  # fmt: skip
-        sub_pool.close()
-
-    normal = lambda i: i.kind != "pathological"  # noqa: E731
-    subset_runs([("first-seen without pathological items", 0, normal), ("later-epoch without pathological items", 1, normal)])  # fmt: skip
-    subset_runs([("first-seen, kinds whose gold TRL reads right", 0, lambda i: i.kind in SAME_GOLD_KINDS)])
-    return runs, pool
+    emit(
+        f"accuracy: one worker's start-up, warm-up included (untimed below): {time.perf_counter() - start:.2f} s"
+    )
+    for workers in WORKER_COUNTS:
+        _score_family(clean_family, workers, timeout, repeats)
+        _score_family(kinds_family, workers, timeout, repeats)
+        if whole_family:
+            _score_family(whole_family, workers, timeout, 1)
+    return clean_family + whole_family + kinds_family
 
 
-def _emit_speed_table(emit: Emit, runs: list, workers: int, timeout: float) -> None:
+def _emit_speed_table(emit: Emit, runs: list[Run]) -> None:
+    one, two = WORKER_COUNTS
     emit()
-    emit("| batch | completions | TRL accuracy_reward: items/s (wall s, CPU s) | bnpo_trl accuracy: items/s "
-         "(wall s, CPU s) | speed-up, wall | CPU-time ratio | slowest item TRL / ours (s) | "
-         "bound (N/workers)*timeout |")  # fmt: skip
-    emit("|---|---|---|---|---|---|---|---|")
-    for name, items, _, trl_seconds, trl_cpu, _, wall, cpu, ours_max in runs:
-        n, trl_wall = len(items), sum(trl_seconds)
-        bound = n / workers * timeout
-        emit(f"| {name} | {n} | {n / trl_wall:.0f} ({trl_wall:.1f}, {trl_cpu:.1f}) | {n / wall:.0f} ({wall:.1f}, {cpu:.1f}) | "
-             f"{trl_wall / wall:.2f}x | {trl_cpu / cpu:.2f}x | {max(trl_seconds):.2f} / {ours_max:.2f} | "
-             f"{bound:.0f} s {'ok' if wall <= bound else 'EXCEEDED'} |")  # fmt: skip
+    emit(f"| batch | completions | CPU-s per 1,000 items: TRL accuracy_reward | ours, {one} / {two} workers | "
+         f"CPU: TRL / ours ({two} workers) | wall s: TRL | ours, {one} / {two} workers | speed-up, {two} vs "
+         f"{one} workers | speed-up vs TRL, wall ({two} workers) | slowest item s: TRL / ours |")  # fmt: skip
+    emit("|---|---|---|---|---|---|---|---|---|---|")
+    for run in runs:
+        n, trl_wall = len(run.items), sum(run.trl_seconds)
+        (wall1, cpu1, _), (wall2, cpu2, slow2) = run.ours[one], run.ours[two]
+        per = 1000 / n
+        emit(f"| {run.label} | {n} | {run.trl_cpu * per:.2f} | {cpu1 * per:.2f} / {cpu2 * per:.2f} | "
+             f"{run.trl_cpu / cpu2:.2f}x | {trl_wall:.2f} | {wall1:.2f} / {wall2:.2f} | {wall1 / wall2:.2f}x | "
+             f"{trl_wall / wall2:.2f}x | {max(run.trl_seconds):.2f} / {slow2:.2f} |")  # fmt: skip
+    first = runs[0]
+    (wall1, cpu1, _), (wall2, cpu2, _) = first.ours[one], first.ours[two]
+    emit()
+    emit(f"Goals on the clean first-seen batch: CPU per item at most TRL's: {cpu2 / len(first.items) * 1000:.2f} "
+         f"vs {first.trl_cpu / len(first.items) * 1000:.2f} CPU-ms ({'met' if cpu2 <= first.trl_cpu else 'NOT met'}); "
+         f"wall speed-up of {two} workers over {one} at least 1.8x: {wall1 / wall2:.2f}x "
+         f"({'met' if wall1 / wall2 >= 1.8 else 'NOT met'}).")  # fmt: skip
 
 
 def _disagreement_examples(items: list[Item], trl_scores: list, ours: list, statuses: list[str]) -> list[str]:
@@ -386,7 +244,7 @@ def _disagreement_examples(items: list[Item], trl_scores: list, ours: list, stat
     return examples
 
 
-def _emit_agreement(emit: Emit, runs: list) -> None:
+def _emit_agreement(emit: Emit, runs: list[Run]) -> None:
     from bnpo_trl.rewards.accuracy import STATUS_SCORES
 
     emit()
@@ -394,7 +252,8 @@ def _emit_agreement(emit: Emit, runs: list) -> None:
          "ours: timeouts / unparsed gold / no answer |")  # fmt: skip
     emit("|---|---|---|---|---|---|---|---|")
     examples = []
-    for name, items, trl_scores, _, _, statuses, *_ in runs[:2]:
+    for run in runs:
+        name, items, trl_scores, statuses = run.label, run.items, run.trl_scores, run.statuses
         ours = [STATUS_SCORES[s] for s in statuses]
         trl_ok = [bool(s) == i.label for i, s in zip(items, trl_scores, strict=True)]
         ours_ok = [bool(s) == i.label for i, s in zip(items, ours, strict=True)]
@@ -405,7 +264,7 @@ def _emit_agreement(emit: Emit, runs: list) -> None:
         emit(f"| {name} | {len(items) - len(differ)} | {len(differ)} | {ours_right} | {trl_right} | "
              f"{len(differ) - ours_right - trl_right} | {sum(trl_ok) / len(items):.3f} / {sum(ours_ok) / len(items):.3f} | "
              f"{counts[0]} / {counts[1]} / {counts[2]} |")  # fmt: skip
-        if name == "first-seen":
+        if run is runs[0]:
             examples = _disagreement_examples(items, trl_scores, ours, statuses)
     emit()
     emit("Disagreements on the first-seen batch, by problem kind (one example each):")
@@ -427,11 +286,8 @@ def main() -> None:
         lines.append(line)
         print(line, flush=True)
 
-    from bnpo_trl.rewards.pool import default_workers
-
-    workers = args.workers or default_workers()
     rng = random.Random(args.seed)
-    problems = [_problem(rng) for _ in range(args.n // G)]
+    problems = [problem(rng) for _ in range(args.n // G)]
     batches = {
         "first-seen": make_batch(problems, args.seed + 1, args.pathological),
         "later-epoch": make_batch(problems, args.seed + 2, args.pathological),
@@ -442,18 +298,16 @@ def main() -> None:
     emit()
     emit(f"N = {args.n} completions per batch ({len(problems)} problems x {G}), "
          f"{sum(i.kind == 'pathological' for i in batches['first-seen'])} pathological per batch; "
-         f"accuracy: {workers} workers, timeout {args.timeout:g} s")  # fmt: skip
+         f"accuracy: timeout {args.timeout:g} s, {' and '.join(map(str, WORKER_COUNTS))} workers; clean "
+         f"batches: median of {args.repeats} runs")  # fmt: skip
 
     import resource
 
     machine_start, own_start = _machine_busy_seconds(), time.process_time()
     wall_start = time.perf_counter()
-    runs, pool = _measure(emit, batches, workers, args.timeout)
-    _emit_speed_table(emit, runs, workers, args.timeout)
-    _emit_agreement(emit, runs)
-    pool.close()
-    emit()
-    emit(f"pool: {pool.stats}")
+    runs = _measure(emit, batches, args.pathological, args.timeout, args.repeats)
+    _emit_speed_table(emit, runs)
+    _emit_agreement(emit, [run for run in runs if "pathological" in run.label] or runs[:2])
     machine_end = _machine_busy_seconds()
     if machine_start is not None and machine_end is not None:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -160,6 +160,49 @@ def test_benchmark_metrics_by_hand() -> None:
         benchmark_metrics([[True], [True, False]], [[1], [1, 1]], [["correct"], ["a", "b"]], [[1], [1, 1]])
 
 
+MAJORITY_TEXTS = [  # five samples per problem, answers as boxes; "-" is a completion without a box
+    [r"\boxed{0.5}", r"\boxed{\frac{1}{2}}", r"\boxed{3}", r"\boxed{3}", r"\boxed{1/2}"],
+    [r"\boxed{8}", r"\boxed{7}", r"\boxed{7}", r"\boxed{8}", "-"],
+    ["-", "-", r"\boxed{}", "-", "-"],
+    [r"\boxed{2\sqrt{3}}", r"\boxed{5}", r"\boxed{\sqrt{12}}", r"\boxed{5}", r"\boxed{}"],
+]
+MAJORITY_CORRECT = [
+    [True, True, False, False, True],  # gold 1/2: three equivalent answers outvote "3" twice
+    [False, True, True, False, False],  # gold 7: a 2-2 tie goes to the first vote, 8
+    [False] * 5,  # nobody boxed an answer
+    [True, False, True, False, False],  # gold 2*sqrt(3): a 2-2 tie won by the first vote, 2\sqrt{3}
+]
+
+
+def test_majority_vote_groups_answers_by_the_verifier_by_hand() -> None:
+    from bnpo_trl.evaluation.voting import majority_correct
+    from bnpo_trl.rewards import PoolSettings, get_verifier
+
+    verifier = get_verifier(PoolSettings(workers=1))
+    assert majority_correct(MAJORITY_TEXTS, MAJORITY_CORRECT, verifier) == [True, False, False, True]
+    # By string equality "3" would win the first problem (2 votes against 1, 1, 1).
+    m = benchmark_metrics(
+        MAJORITY_CORRECT,
+        [[1] * 5] * 4,
+        [["correct"] * 5] * 4,
+        [[True] * 5] * 4,
+        n_bootstrap=200,
+        seed=3,
+        majority=[True, False, False, True],
+    )
+    assert m["maj@k"] == {"maj@5": 0.5}
+    assert m["ci95"]["maj@5"] == list(bootstrap_ci([1.0, 0.0, 0.0, 1.0], n_bootstrap=200, seed=3))
+    assert m["pass@k"]["pass@5"] == 0.75 and list(m["ci95"]) == [
+        "pass@1",
+        "pass@2",
+        "pass@4",
+        "pass@5",
+        "maj@5",
+    ]
+    one = benchmark_metrics([[True]], [[1]], [["correct"]], [[True]], majority=[True])
+    assert "maj@k" not in one and list(one["ci95"]) == ["pass@1"]  # a single sample has no vote
+
+
 def test_compare_is_a_paired_difference() -> None:
     def report(counts):
         return {
@@ -526,8 +569,19 @@ def _hand_count(rows: list[dict]) -> dict[str, dict]:
             "no_answer_rate": sum(s["verdict"] == "no_answer" for s in samples) / len(samples),
             "truncated_rate": sum(not s["terminated"] for s in samples) / len(samples),
             "correct_per_problem": [sum(s["correct"] for s in p) for p in problems.values()],
+            "maj@k": {f"maj@{n}": sum(map(_string_majority, problems.values())) / len(problems)},
         }
     return out
+
+
+def _string_majority(samples: list[dict]) -> bool:
+    """A problem's majority vote by string equality of the boxed answers (the earliest wins a tie): what
+    grouping by the verifier gives when no two different strings are equal numbers."""
+    votes = [s["extracted"] for s in samples if s["extracted"] is not None]
+    if not votes:
+        return False
+    best = max(dict.fromkeys(votes), key=votes.count)
+    return next(s["correct"] for s in samples if s["extracted"] == best)
 
 
 RESULT_FIELDS = {
@@ -604,6 +658,7 @@ def test_cli_end_to_end_on_two_schemas_matches_a_hand_count(tmp_path, tiny_path,
     )
     printed = capsys.readouterr().out
     assert "| math500 | 6 | 4 |" in printed and "| amc23 | 4 | 4 |" in printed and "Δ (95% CI)" in printed
+    assert "maj@n (95% CI)" in printed
 
     results = json.loads((out / "results.json").read_text())
     meta = results["metadata"]
@@ -624,7 +679,8 @@ def test_cli_end_to_end_on_two_schemas_matches_a_hand_count(tmp_path, tiny_path,
         for key in ("mean_length", "no_answer_rate", "truncated_rate"):
             assert result[key] == pytest.approx(counted[name][key])
         assert result["pass@k"] == pytest.approx(counted[name]["pass@k"])
-        assert list(result["ci95"]) == list(result["pass@k"])
+        assert result["maj@k"] == pytest.approx(counted[name]["maj@k"])
+        assert list(result["ci95"]) == [*result["pass@k"], *result["maj@k"]]
     assert results["average"]["pass@1"] == pytest.approx(
         np.mean([r["pass@k"]["pass@1"] for r in results["results"].values()])
     )

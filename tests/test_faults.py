@@ -344,6 +344,14 @@ def test_a_file_without_answer_points_to_the_recipe_key_that_works(tmp_path):
     )
     train, _ = load_datasets(script_args.data, seed=0)  # the key the hint names is one the recipe accepts
     assert train["answer"] == ["1", "2", "3", "4"]
+    recipe = tmp_path / "recipe.yaml"  # the same key in a recipe file, as a YAML mapping
+    recipe.write_text(
+        f"dataset_name: local\ndataset_path: {data}\ndataset_column_map: {{problem: question, answer: final}}\n"
+        f"output_dir: {tmp_path / 'out'}\nbf16: false\nuse_cpu: true\nmodel_name_or_path: 'tiny:'\n"
+    )
+    script_args, _, _ = parse_args(["--config", str(recipe)])
+    train, _ = load_datasets(script_args.data, seed=0)
+    assert train["answer"] == ["1", "2", "3", "4"] and train[0]["prompt"][-1]["content"] == "0 + 1?"
 
 
 def test_an_empty_trainer_state_in_the_newest_checkpoint_is_skipped(tmp_path, caplog):

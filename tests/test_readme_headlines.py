@@ -36,17 +36,16 @@ BNPO loop / vectorized: **1234x** (goal >= 50x)"""
 
 REWARDS = """python 3.11.7, 2 usable CPUs, load average 1.00 before the run
 
-N = 64 completions per batch (4 problems x 16), 0 pathological per batch; accuracy: 1 workers, timeout 5 s
+N = 64 completions per batch (4 problems x 16), 0 pathological per batch; accuracy: timeout 5 s, 1 and 2 workers
 
-| batch | completions | TRL accuracy_reward: items/s (wall s, CPU s) | bnpo_trl accuracy: items/s (wall s, CPU s) | speed-up, wall | CPU-time ratio | slowest item TRL / ours (s) | bound (N/workers)*timeout |
-|---|---|---|---|---|---|---|---|
-| first-seen | 64 | 321 (0.2, 0.2) | 654 (0.1, 0.3) | 2.04x | 0.67x | 0.01 / 0.02 | 320 s ok |
-| later-epoch | 64 | 330 (0.2, 0.2) | 9876 (0.0, 0.0) | 29.93x | 9.00x | 0.01 / 0.00 | 320 s ok |
-| first-seen without pathological items | 64 | 321 (0.2, 0.2) | 600 (0.1, 0.3) | 1.87x | 0.67x | 0.01 / 0.02 | 320 s ok |
+| batch | completions | CPU-s per 1,000 items: TRL accuracy_reward | ours, 1 / 2 workers | CPU: TRL / ours (2 workers) | wall s: TRL | ours, 1 / 2 workers | speed-up, 2 vs 1 workers | speed-up vs TRL, wall (2 workers) | slowest item s: TRL / ours |
+|---|---|---|---|---|---|---|---|---|---|
+| first-seen, clean | 64 | 1.38 | 0.68 / 0.83 | 1.66x | 0.09 | 0.04 / 0.03 | 1.38x | 3.02x | 0.01 / 0.01 |
+| later-epoch, clean | 64 | 0.80 | 0.04 / 0.34 | 2.36x | 0.05 | 0.01 / 0.01 | 0.77x | 6.35x | 0.00 / 0.00 |
 
 | batch | agree | differ | ours right | TRL right | neither | accuracy vs label: TRL / ours | ours: timeouts / unparsed gold / no answer |
 |---|---|---|---|---|---|---|---|
-| first-seen | 60 | 4 | 4 | 0 | 0 | 0.938 / 1.000 | 0 / 0 / 0 |"""
+| first-seen, clean | 60 | 4 | 4 | 0 | 0 | 0.938 / 1.000 | 0 / 0 / 0 |"""
 
 OVERHEAD = """Setup: 4 round(s) A B, 5 timed steps per run after 1 warm-up step(s).
 
@@ -156,7 +155,7 @@ def test_every_block_parsed_with_its_numbers_and_link(headlines, tmp_path):
     got = bullets(readme)
     assert list(got) == [
         "Normalizer speed",
-        "Reward throughput",
+        "Reward cost",
         "Answers on real data",
         "Trainer overhead",
         "Learning curves",
@@ -173,9 +172,12 @@ def test_every_block_parsed_with_its_numbers_and_link(headlines, tmp_path):
         "— [Normalizer call time](docs/benchmarks.md#normalizer-call-time)"
     )
 
-    rewards = got["Reward throughput"]  # the first-seen row of the throughput table, not the later ones
-    assert "**654 items/s** vs. 321 items/s" in rewards and "**2.04x**" in rewards and "0.67x" in rewards
-    assert "64 completions" in rewards and "9876" not in rewards and "600" not in rewards
+    rewards = got["Reward cost"]  # the clean first-seen row of the cost table, not the later ones
+    assert (
+        "**0.83 CPU-s per 1,000 completions** vs. 1.38" in rewards and "batch of 64 (1.66x less)" in rewards
+    )
+    assert "**3.02x** faster in wall time" in rewards and "(1.38x from 1 to 2 workers)" in rewards
+    assert "6.35" not in rewards and "0.34" not in rewards
     assert rewards.endswith("(docs/benchmarks.md#reward-functions)")
 
     real = got["Answers on real data"]  # ours and TRL's columns of two rows; ours' false positives summed
@@ -233,8 +235,8 @@ def test_missing_and_not_generated_blocks_get_a_bullet_saying_so(headlines, tmp_
     assert "not generated yet" in got["Learning curves"] and got["Learning curves"].endswith(
         "(docs/benchmarks.md#learning)"
     )
-    assert got["Reward throughput"] == (
-        "- **Reward throughput**: no `bench_rewards` block in docs/benchmarks.md yet "
+    assert got["Reward cost"] == (
+        "- **Reward cost**: no `bench_rewards` block in docs/benchmarks.md yet "
         "(`scripts/bench_rewards.py` writes it) — [docs/benchmarks.md](docs/benchmarks.md)"
     )
     assert "no `bench_overhead` block" in got["Trainer overhead"]

@@ -221,12 +221,63 @@ def test_verdict_and_gold_caches() -> None:
         ]
         first = verifier.judge(golds, texts)
         assert first == ["correct", "correct", "wrong", "correct", "correct", "correct"]
-        # 2 gold checks + 4 distinct (gold, answer) pairs; the repeats within the batch are not sent
-        assert pool.stats.requests == 6
+        # the four boxes that hold the gold's text are decided here; the two other pairs go to the workers,
+        # which parse each new gold on the way (no separate gold check)
+        assert verifier.exact_verdicts == 4
+        assert pool.stats.requests == 2
         assert verifier.judge(golds, texts) == first
-        assert pool.stats.requests == 6  # a later epoch: everything from the cache
+        assert pool.stats.requests == 2  # a later epoch: everything from the cache
         assert verifier.judge(["1.5"], [r"\boxed{4}"]) == ["wrong"]
-        assert pool.stats.requests == 7  # the gold is known, only the new pair is verified
+        assert pool.stats.requests == 3  # the gold is known, only the new pair is verified
+        assert verifier.judge(["7/3"], [r"\boxed{7/3}"]) == ["correct"]
+        assert pool.stats.requests == 4  # a new gold with only an exact answer: its gold is checked once
+        assert (
+            verifier.judge(["7/3"], ["  "]) == ["no_answer"] and pool.stats.requests == 4
+        )  # nothing to parse
+    finally:
+        pool.close()
+
+
+def test_a_new_gold_whose_only_answer_times_out_scores_0_not_none() -> None:
+    # The item's request (which would parse the gold) runs out of CPU budget: the gold is then checked alone,
+    # and the row is a timeout (0.0), not an unparsed gold (None). A CPU-budget timeout is not retried.
+    pool = VerifierPool(workers=1, timeout=TIMEOUT)
+    try:
+        verifier = MathVerifier(pool)
+        assert verifier.judge(["7/3"], [r"\boxed{9^{9^{9^{9}}}}"]) == ["timeout"]
+        assert pool.stats.cpu_timeouts == 1 and verifier.retried == 0
+        assert pool.stats.requests == 2  # the item, then the gold check
+        assert verifier.judge(["7/3"], [r"\boxed{7/3}"]) == ["correct"] and pool.stats.requests == 2
+    finally:
+        pool.close()
+
+
+EXACT_GOLDS = [  # golds of many forms: a box holding the gold's own text is what math-verify calls correct
+    r"\frac{3}{4}", r"2\sqrt{3}", "[2, 5)", "-1, 3", "x^2+2x+1", r"\text{(B)}", r"45^\circ", r"12\%",
+    "y = 2x - 4", r"\pi", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"x \in (0, \infty)", r"\{1, 2\}",
+    r"\text{Monday}", "4:30", r"\infty", "0.5", r"1{,}000", r"\dfrac{\sqrt{5}}{2}", r"(-\infty, 3]",
+]  # fmt: skip
+
+
+def test_exact_text_fast_path_agrees_with_math_verify() -> None:
+    pool = VerifierPool(workers=1, timeout=TIMEOUT)
+    try:
+        verifier = MathVerifier(pool)
+        texts = [rf"\boxed{{{gold}}}" for gold in EXACT_GOLDS]
+        statuses = verifier.judge(EXACT_GOLDS, texts)
+        assert verifier.exact_verdicts == len(EXACT_GOLDS) and statuses == ["correct"] * len(EXACT_GOLDS)
+        replies = pool.run(
+            [
+                {"op": "item", "gold": gold, "pred": text}
+                for gold, text in zip(EXACT_GOLDS, texts, strict=True)
+            ]
+        )
+        assert [reply["status"] for reply in replies] == statuses
+        # a gold that does not parse scores None even when the box repeats it (and stays known)
+        assert verifier.judge([r"\text{}", "1"], [r"\boxed{\text{}}", "  "]) == ["unparsed_gold", "no_answer"]
+        requests = pool.stats.requests
+        assert verifier.judge([r"\text{}"], [r"\boxed{\text{}}"]) == ["unparsed_gold"]
+        assert pool.stats.requests == requests
     finally:
         pool.close()
 

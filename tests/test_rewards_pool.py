@@ -64,6 +64,97 @@ def test_a_worker_that_dies_mid_request_is_a_timeout_and_is_replaced() -> None:
         pool.close()
 
 
+def _item(answer: int) -> dict:
+    return {"op": "item", "gold": "3/7", "pred": rf"\boxed{{{answer}/7}}"}
+
+
+def test_a_killed_batch_reruns_its_innocent_items(pool) -> None:
+    # 8 requests for one worker: its first batch is the first half, [0, sleep, 2, 3]. The sleep is killed at
+    # its own deadline; 0 was answered before it; 2 and 3 (never started) are re-run by the replacement.
+    requests = [_item(3), {"op": "sleep", "seconds": 60}, *(_item(k) for k in range(2, 8))]
+    start = time.monotonic()
+    replies = pool.run(requests)
+    assert time.monotonic() - start < 10
+    expected = ["correct", "timeout", *("correct" if k == 3 else "wrong" for k in range(2, 8))]
+    assert [reply["status"] for reply in replies] == expected
+    assert replies[1] == {"status": "timeout", "killed": True}
+    assert pool.stats.killed == 1 and pool.stats.requeued == 2 and pool.stats.workers_started == 2
+    assert pool.stats.batches >= 3  # [0, sleep, 2, 3], then the re-queued [2, 3] and the rest
+    assert pool.stats.requests == 8
+
+
+def test_a_worker_killed_mid_batch_reruns_the_rest_elsewhere() -> None:
+    pool = VerifierPool(workers=2, timeout=30.0)
+    try:
+        pool.run([ITEM, ITEM])
+        pids = {w.proc.pid for w in pool._workers}
+        # one key: all eight requests are one worker's queue; the sleep is second in its first batch
+        requests = [_item(1), {"op": "sleep", "seconds": 60}, *(_item(k) for k in (2, 3, 4, 5, 6, 3))]
+
+        def kill_the_sleeper() -> None:  # the worker whose current request is the sleep (index 1)
+            for worker in list(pool._workers):
+                if worker.tasks and worker.tasks[0] == 1 and worker.proc.pid in pids:
+                    os.kill(worker.proc.pid, signal.SIGKILL)
+
+        victim = threading.Timer(1.0, kill_the_sleeper)
+        victim.start()
+        replies = pool.run(requests, keys=["same"] * len(requests))
+        victim.join()
+        assert replies[1] == {"status": "timeout", "killed": True}
+        assert [r["status"] for r in replies[2:]] == [
+            "wrong",
+            "correct",
+            "wrong",
+            "wrong",
+            "wrong",
+            "correct",
+        ]
+        assert replies[0] == {"status": "wrong"} and pool.stats.killed == 1 and pool.stats.requeued >= 2
+    finally:
+        pool.close()
+
+
+def test_each_request_of_a_batch_has_its_own_deadline(pool) -> None:
+    # four 0.6 s requests in batches: 1.2 s or more per batch, past the 1 s timeout, yet no request is late
+    replies = pool.run([{"op": "sleep", "seconds": 0.6}] * 4 + [ITEM] * 4)
+    assert replies == [{"status": "ok"}] * 4 + [{"status": "correct"}] * 4
+    assert pool.stats.killed == 0 and pool.stats.batches < 8
+    assert 0.55 < pool.stats.max_request_seconds < 1.0
+
+
+def test_a_recycled_worker_leaves_the_rest_of_its_batch_to_its_successor() -> None:
+    pool = VerifierPool(workers=1, timeout=10.0, recycle_rss_mb=1)  # every worker exits after one reply
+    try:
+        replies = pool.run([_item(k) for k in range(6)])
+        assert [r["status"] for r in replies] == ["correct" if k == 3 else "wrong" for k in range(6)]
+        assert pool.stats.workers_started == 7 and pool.stats.killed == 0 and pool.stats.requeued > 0
+    finally:
+        pool.close()
+
+
+def test_one_request_at_a_time_gives_the_same_replies() -> None:
+    requests = [_item(k % 5) for k in range(20)]
+    single, batched = VerifierPool(workers=2, max_batch=1), VerifierPool(workers=2)
+    try:
+        assert single.run(requests) == batched.run(requests)
+        assert single.stats.batches == 20 and batched.stats.batches < 20
+    finally:
+        single.close(), batched.close()
+    with pytest.raises(ValueError, match="max_batch must be a positive integer"):
+        VerifierPool(workers=1, max_batch=0)
+
+
+def test_start_waits_until_every_worker_is_ready() -> None:
+    pool = VerifierPool(workers=2, timeout=5.0)
+    try:
+        pool.start()
+        assert len(pool._workers) == 2 and all(w.ready for w in pool._workers)
+        pool.start()  # already started: nothing more
+        assert pool.stats.workers_started == 2 and pool.run([ITEM]) == [{"status": "correct"}]
+    finally:
+        pool.close()
+
+
 def test_requests_are_spread_over_workers_and_answered_in_order() -> None:
     pool = VerifierPool(workers=2, timeout=5.0)
     try:

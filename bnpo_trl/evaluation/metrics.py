@@ -5,6 +5,8 @@ Per benchmark, from ``n`` samples per problem with ``c`` of them correct:
 - ``pass@k`` for every ``k`` in ``ks`` (default: 1, 2, 4, ... up to ``n``, and ``n``), with the unbiased
   estimator ``1 - C(n - c, k) / C(n, k)`` (Chen et al. 2021, arXiv 2107.03374) averaged over problems;
   ``pass@1`` is the mean accuracy over all ``n`` samples;
+- ``maj@n`` when more than one sample per problem (and the majorities are given): the fraction of
+  problems whose majority answer is correct (:mod:`bnpo_trl.evaluation.voting`);
 - a 95% confidence interval for each: percentile bootstrap over problems (resample the problems with
   replacement ``n_bootstrap`` times with a fixed seed, take the 2.5th and 97.5th percentiles of the mean);
 - ``mean_length`` (completion tokens, the stop token included), ``no_answer_rate`` (the reward found
@@ -140,8 +142,12 @@ def benchmark_metrics(
     ks: Sequence[int] | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    majority: Sequence[bool] | None = None,
 ) -> dict[str, Any]:
     """The metrics of one benchmark from per-problem, per-sample outcomes (``[problem][sample]``).
+
+    ``majority`` (one per problem: is its majority answer correct?) adds ``maj@k`` (``{"maj@<n>": ...}``)
+    with its interval in ``ci95``, from the same bootstrap draws as pass@k (when ``n > 1``).
 
     ``verdicts`` are the reward's verdicts (``correct``, ``wrong``, ``no_answer``, ``timeout``,
     ``unparsed_gold``/``unscored``). ``ks`` above ``n`` are dropped and pass@1 is always included.
@@ -158,16 +164,24 @@ def benchmark_metrics(
     n_problems, n = len(correct), len(correct[0])
     ks = default_ks(n) if ks is None else sorted({1, *(int(k) for k in ks if int(k) <= n)})
     counts = [int(sum(bool(x) for x in row)) for row in correct]
-    per_problem = np.array([[pass_at_k(n, c, k) for c in counts] for k in ks])
+    rows = {f"pass@{k}": [pass_at_k(n, c, k) for c in counts] for k in ks}
+    if majority is not None and n > 1:
+        if len(majority) != n_problems:
+            raise ValueError(f"majority has {len(majority)} problems, correct has {n_problems}.")
+        rows[f"maj@{n}"] = [float(bool(m)) for m in majority]
+    per_problem = np.array(list(rows.values()))
     intervals = bootstrap_ci(per_problem, n_bootstrap=n_bootstrap, seed=seed)
-    pass_k = {f"pass@{k}": float(values.mean()) for k, values in zip(ks, per_problem, strict=True)}
-    ci = {f"pass@{k}": list(interval) for k, interval in zip(ks, intervals, strict=True)}
+    means = {key: float(values.mean()) for key, values in zip(rows, per_problem, strict=True)}
+    ci = {key: list(interval) for key, interval in zip(rows, intervals, strict=True)}
+    pass_k = {key: value for key, value in means.items() if key.startswith("pass@")}
+    maj_k = {key: value for key, value in means.items() if key.startswith("maj@")}
     total = n_problems * n
     flat_verdicts = [v for row in verdicts for v in row]
     return {
         "n_problems": n_problems,
         "n_samples": n,
         "pass@k": pass_k,
+        **({"maj@k": maj_k} if maj_k else {}),
         "ci95": ci,
         "mean_length": float(sum(sum(row) for row in lengths) / total),
         "no_answer_rate": flat_verdicts.count("no_answer") / total,

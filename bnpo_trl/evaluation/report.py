@@ -79,20 +79,26 @@ def format_table(report: Mapping[str, Any]) -> str:
     results = report["results"]
     ks = report["metadata"]["ks"]
     extra = [k for k in ks if k != 1]
+    has_maj = any(r.get("maj@k") for r in results.values())
     header = ["benchmark", "problems", "n", "pass@1 (95% CI)", *[f"pass@{k}" for k in extra]]
-    header += ["mean length", "no answer %", "truncated %"]
+    header += ["maj@n (95% CI)"] * has_maj + ["mean length", "no answer %", "truncated %"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for name, r in results.items():
         lo, hi = r["ci95"]["pass@1"]
         cells = [name, str(r["n_problems"]), str(r["n_samples"])]
         cells.append(f"{_pct(r['pass@k']['pass@1'])} [{_pct(lo)}, {_pct(hi)}]")
         cells += [_pct(r["pass@k"].get(f"pass@{k}")) for k in extra]
+        if has_maj:
+            maj = next(iter(r.get("maj@k", {}).items()), None)
+            cells.append(
+                f"{_pct(maj[1])} [{_pct(r['ci95'][maj[0]][0])}, {_pct(r['ci95'][maj[0]][1])}]" if maj else ""
+            )
         cells += [f"{r['mean_length']:.0f}", _pct(r["no_answer_rate"]), _pct(r["truncated_rate"])]
         lines.append("| " + " | ".join(cells) + " |")
     average = report.get("average") or {}
     if average:
         cells = ["average", "", "", _pct(average.get("pass@1"))]
-        cells += [_pct(average.get(f"pass@{k}")) for k in extra] + ["", "", ""]
+        cells += [_pct(average.get(f"pass@{k}")) for k in extra] + [""] * (3 + has_maj)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

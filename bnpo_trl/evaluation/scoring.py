@@ -16,6 +16,7 @@ from bnpo_trl.answers import last_boxed
 from bnpo_trl.evaluation.backends import GenerationRequest
 from bnpo_trl.evaluation.benchmarks import Benchmark
 from bnpo_trl.evaluation.metrics import benchmark_metrics
+from bnpo_trl.evaluation.voting import majority_correct
 
 logger = logging.getLogger(__name__)
 
@@ -115,14 +116,10 @@ def _result(
     n_bootstrap: int,
     seed: int,
 ) -> dict[str, Any]:
+    correct = _rows(judged.correct, n)
+    majority = majority_correct(_rows(judged.texts, n), correct) if n > 1 else None
     metrics = benchmark_metrics(
-        _rows(judged.correct, n),
-        gens.lengths,
-        _rows(judged.verdicts, n),
-        gens.terminated,
-        ks,
-        n_bootstrap,
-        seed,
+        correct, gens.lengths, _rows(judged.verdicts, n), gens.terminated, ks, n_bootstrap, seed, majority
     )
     digest = hashlib.sha256(json.dumps([bench.problems, judged.golds]).encode()).hexdigest()
     if metrics["unscored_rate"]:

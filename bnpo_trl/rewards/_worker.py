@@ -4,10 +4,14 @@ The pool runs this file as a script (``python -P _worker.py CONFIG_JSON``), neve
 it imports only the standard library and math-verify, so a worker starts in about half a second, does not
 import torch or the training script, and is safe to start from any thread of a multi-threaded trainer.
 
-Protocol: one JSON object per line on stdin, one reply per line on the protocol pipe (the original stdout;
-file descriptor 1 is pointed at stderr so that a stray ``print`` cannot corrupt it).
+Protocol: one batch per line on stdin (a JSON list of requests; a lone request object is a batch of one),
+one reply per request and line on the protocol pipe (the original stdout; file descriptor 1 is pointed at
+stderr so that a stray ``print`` cannot corrupt it), written as soon as the request is answered, so that the
+parent can time each request of a batch on its own.
 
-- start-up: the worker writes ``{"ready": <pid>}`` once math-verify is imported and warmed up.
+- start-up: the worker writes ``{"ready": <pid>}`` once math-verify is imported and warmed up on
+  :data:`WARM_UP` (sympy and math-verify build parsers and caches on first use: a fresh worker would
+  otherwise spend ~0.5 s of CPU on its first few dozen answers).
 - ``{"op": "gold", "gold": G}`` parses the gold answer ``G`` (raw LaTeX, no ``$`` and no ``\\boxed``):
   ``{"status": "ok" | "unparsed_gold" | "timeout"}``.
 - ``{"op": "item", "gold": G, "pred": P}`` parses the prediction text ``P`` (``\\boxed{answer}`` or the
@@ -26,7 +30,7 @@ Limits, all set from CONFIG_JSON (``cpu_seconds``, ``backstop_cpu_seconds``, ``m
   code (or orphaned by a dead parent) even when no Python signal handler can run;
 - ``RLIMIT_AS`` (address space) when ``memory_mb`` is set, so a ``2^{10^{10}}`` fails with ``MemoryError``
   instead of swapping the machine; a worker whose resident memory grows past ``recycle_rss_mb`` exits
-  after replying and the pool starts a fresh one.
+  after replying (the rest of its batch unanswered: the parent re-queues it) and the pool starts a fresh one.
 
 The parent enforces the wall-clock deadline itself (it kills and replaces a worker that does not answer).
 """
@@ -44,6 +48,25 @@ import signal
 import sys
 import time
 from typing import Any
+
+#: (gold, prediction) pairs answered before ``ready``: one of each common answer form, so that their
+#: first-use costs are paid at start-up rather than by the first requests.
+WARM_UP = [
+    ("1", r"\boxed{1}"),
+    (r"\frac{3}{4}", r"\boxed{0.75}"),
+    (r"2\sqrt{3}", r"\boxed{\sqrt{12}}"),
+    ("[2, 5)", r"\boxed{(2,5]}"),
+    ("-1, 3", r"\boxed{\{3, -1\}}"),
+    ("x^2+2x+1", r"\boxed{(x+1)^2}"),
+    (r"\text{(B)}", r"\boxed{B}"),
+    (r"45^\circ", r"\boxed{45}"),
+    (r"12\%", r"\boxed{0.12}"),
+    ("y = 2x - 4", "The final answer is $y=2x-4$."),
+    (r"\pi", r"\boxed{3.14}"),
+    (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\boxed{\begin{pmatrix} 1 \\ 2 \end{pmatrix}}"),
+    (r"x \in (0, \infty)", r"\boxed{x>0}"),
+    (r"\log_2 8", r"\boxed{3}"),
+]
 
 
 class CpuBudgetExceeded(BaseException):
@@ -146,29 +169,34 @@ def main() -> None:
             return {"status": "no_answer"}
         return {"status": "correct" if verify(gold, pred, timeout_seconds=None) else "wrong"}
 
-    verify(parse_gold("1"), parse_answer("\\boxed{1}"), timeout_seconds=None)  # warm-up: imports, regexes
-    out.write(json.dumps({"ready": os.getpid()}).encode() + b"\n")
-
-    for line in sys.stdin.buffer:
+    def answer(request: dict[str, Any]) -> dict[str, Any]:
         try:
-            request = json.loads(line)
             try:
                 _start_budget(cpu_seconds, backstop)
-                reply = handle(request)
+                return handle(request)
             finally:
                 _stop_budget()
         except CpuBudgetExceeded:
-            reply = {"status": "timeout"}
+            return {"status": "timeout"}
         except MemoryError:
-            reply = {"status": "timeout", "memory": True}
+            return {"status": "timeout", "memory": True}
         except Exception as error:  # a bug on this side (math-verify swallows its own errors)
-            reply = {"status": "error", "error": f"{type(error).__name__}: {error}"}
-        recycle = bool(recycle_rss_mb) and _rss_mb() > recycle_rss_mb
-        if recycle:
-            reply["recycle"] = True
-        out.write(json.dumps(reply).encode() + b"\n")
-        if recycle:
-            return
+            return {"status": "error", "error": f"{type(error).__name__}: {error}"}
+
+    for gold, pred in WARM_UP:
+        answer({"op": "item", "gold": gold, "pred": pred})
+    out.write(json.dumps({"ready": os.getpid()}).encode() + b"\n")
+
+    for line in sys.stdin.buffer:
+        batch = json.loads(line)
+        for request in batch if isinstance(batch, list) else [batch]:
+            reply = answer(request)
+            recycle = bool(recycle_rss_mb) and _rss_mb() > recycle_rss_mb
+            if recycle:
+                reply["recycle"] = True
+            out.write(json.dumps(reply).encode() + b"\n")
+            if recycle:
+                return
 
 
 if __name__ == "__main__":

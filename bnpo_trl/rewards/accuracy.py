@@ -11,7 +11,7 @@ How one row is scored:
 3. ``verify(gold, prediction)`` (gold first: math-verify is not symmetric) in a worker process, under a CPU
    budget and a hard wall-clock timeout enforced by this process (:mod:`bnpo_trl.rewards.pool`).
 4. Verdicts are cached by ``(gold, extracted answer)``: GRPO groups repeat answers, epochs repeat golds.
-   Only deterministic outcomes are cached; a timeout (a hang, a killed or frozen worker) is retried once
+   Only deterministic outcomes are cached; a killed request (a hang, a killed or frozen worker) is retried once
    on the replacement worker and never cached.
 
 Fast path: when the gold and the box's content are both plain integers of at most 15 digits (``0``,
@@ -117,6 +117,24 @@ def prediction_text(text: str) -> str | None:
     return normalize_number_spacing(text) if text.strip() else None
 
 
+def _prepare_golds(golds: Sequence[Any]) -> list[str | None]:
+    """:func:`prepare_gold` of each gold, computed once per distinct value (a GRPO batch repeats each gold G
+    times); keyed by type too, so that ``True`` (an error) is not taken for ``1``."""
+    done: dict[tuple[type, Any], str | None] = {}
+    out = []
+    for gold in golds:
+        try:
+            key = (type(gold), gold)
+            if key not in done:
+                done[key] = prepare_gold(gold)
+            out.append(done[key])
+        except TypeError as error:
+            if "unhashable" not in str(error):
+                raise
+            out.append(prepare_gold(gold))  # raises the clear error for a list, a dict, ...
+    return out
+
+
 class _LRU(OrderedDict):
     """A bounded LRU map (not ``functools.lru_cache``: misses are filled in batches by the worker pool)."""
 
@@ -158,73 +176,119 @@ class MathVerifier:
         self.cache_hits = 0
         self.cache_misses = 0
         self.integer_verdicts = 0  # pairs decided by the plain-integer fast path
+        self.exact_verdicts = 0  # pairs whose box holds the gold's text exactly
         self.retried = 0  # requests sent a second time after a timeout
 
     def judge(self, golds: Sequence[Any], texts: Sequence[str]) -> list[str]:
-        """One verdict per row: ``correct``, ``wrong``, ``no_answer``, ``timeout`` or ``unparsed_gold``."""
+        """One verdict per row: ``correct``, ``wrong``, ``no_answer``, ``timeout`` or ``unparsed_gold``.
+
+        Rows that need math-verify go to the pool in one call (golds not seen before are parsed on the way:
+        a worker answers ``unparsed_gold`` for an item whose gold does not parse); the rest are decided here.
+        """
         if len(golds) != len(texts):
             raise ValueError(f"got {len(golds)} gold answers for {len(texts)} completions")
-        prepared = [prepare_gold(gold) for gold in golds]
+        prepared = _prepare_golds(golds)
         predictions = [prediction_text(text) for text in texts]
-        statuses: list[str | None] = [None] * len(texts)
         with self._lock:
-            gold_ok = self._check_golds({g for g in prepared if g is not None})
-            todo: dict[tuple[str, Any], list[int]] = {}
-            requests = []
-            for i, (gold, pred) in enumerate(zip(prepared, predictions, strict=True)):
-                if gold is None or not gold_ok[gold]:
-                    statuses[i] = "unparsed_gold"
-                elif pred is None:
-                    statuses[i] = "no_answer"
-                elif (verdict := _integer_verdict(gold, pred)) is not None:  # two integers: no clock
-                    statuses[i] = verdict
-                    self.integer_verdicts += 1
-                elif (verdict := _clock_verdict(gold, pred)) is not None:
-                    statuses[i] = verdict
-                else:
-                    key = (gold, pred if len(pred) <= _LONG_KEY else hashlib.blake2b(pred.encode()).digest())
-                    cached = self._verdicts.lookup(key)
-                    if cached is not None:
-                        statuses[i] = cached
-                        self.cache_hits += 1
-                    elif key in todo:
-                        todo[key].append(i)
-                        self.cache_hits += 1
-                    else:
-                        todo[key] = [i]
-                        requests.append({"op": "item", "gold": gold, "pred": pred})
-                        self.cache_misses += 1
+            statuses, todo, requests = self._decide_here(prepared, predictions)
+            unknown = {g for g, s in zip(prepared, statuses, strict=True) if s != "unparsed_gold"}
+            unknown = {gold for gold in unknown if self._gold_known(gold) is None}
+            for gold in sorted(unknown - {gold for gold, _ in todo}):
+                todo[(gold, None)] = []  # a gold check alone: no row of this gold needs a worker
+                requests.append({"op": "gold", "gold": gold})
             # Requests of one gold go to one worker (its gold cache), unless another worker runs out of work.
             replies = self._run_with_one_retry(requests)
+            undecided = sorted(unknown - self._golds_answered(todo, replies))
+            if undecided:  # every request of these golds timed out: the gold itself may still parse
+                todo.update({(gold, None): [] for gold in undecided})
+                replies += self._run_with_one_retry([{"op": "gold", "gold": gold} for gold in undecided])
+            failed = self._learn_golds(unknown, todo, replies)
             for (key, rows), reply in zip(todo.items(), replies, strict=True):
-                if reply["status"] != "timeout":  # a timeout may be transient (a killed or frozen worker)
-                    self._verdicts.store(key, reply["status"])
+                status = reply["status"]
+                if key[1] is not None and status not in ("timeout", "unparsed_gold"):
+                    self._verdicts.store(key, status)  # a timeout may be transient (a killed worker)
                 for i in rows:
-                    statuses[i] = reply["status"]
+                    statuses[i] = status
+            for i, gold in enumerate(prepared):
+                if gold in failed:
+                    statuses[i] = "unparsed_gold"
         return statuses  # type: ignore[return-value]
 
-    def _check_golds(self, golds: set[str]) -> dict[str, bool]:
-        known = {
-            gold: True if _PLAIN_INTEGER.fullmatch(gold) else self._gold_ok.lookup(gold) for gold in golds
-        }
-        new = sorted(gold for gold, ok in known.items() if ok is None)
-        replies = self._run_with_one_retry([{"op": "gold", "gold": gold} for gold in new])
-        for gold, reply in zip(new, replies, strict=True):
-            ok = reply["status"] == "ok"  # a gold that does not parse in time is unusable for this batch
-            if not ok:
-                logger.warning(
-                    "gold answer %.200r could not be parsed (%s): its rows score None", gold, reply["status"]
-                )
-            known[gold] = ok
-            if reply["status"] != "timeout":  # only a parse result is cached; a timeout is tried again later
+    def _gold_known(self, gold: str) -> bool | None:
+        """Does this gold parse: known ``True``/``False``, or ``None`` (not seen yet)."""
+        return True if _PLAIN_INTEGER.fullmatch(gold) else self._gold_ok.lookup(gold)
+
+    def _decide_here(
+        self, prepared: list[str | None], predictions: list[str | None]
+    ) -> tuple[list[str | None], dict[tuple[str, Any], list[int]], list[dict[str, Any]]]:
+        """Verdicts decided without a worker (known-bad gold, no answer, two integers, the same text, times of
+        day, cached verdicts); the rows left for the workers, by ``(gold, prediction key)``; their requests."""
+        statuses: list[str | None] = [None] * len(prepared)
+        todo: dict[tuple[str, Any], list[int]] = {}
+        requests: list[dict[str, Any]] = []
+        for i, (gold, pred) in enumerate(zip(prepared, predictions, strict=True)):
+            if gold is None or self._gold_known(gold) is False:
+                statuses[i] = "unparsed_gold"
+            elif pred is None:
+                statuses[i] = "no_answer"
+            elif (verdict := _integer_verdict(gold, pred)) is not None:  # two integers: no clock
+                statuses[i] = verdict
+                self.integer_verdicts += 1
+            elif _box_content(pred) == gold:  # the same text parses to the same value
+                statuses[i] = "correct"
+                self.exact_verdicts += 1
+            elif (verdict := _clock_verdict(gold, pred)) is not None:
+                statuses[i] = verdict
+            else:
+                key = (gold, pred if len(pred) <= _LONG_KEY else hashlib.blake2b(pred.encode()).digest())
+                cached = self._verdicts.lookup(key)
+                if cached is not None:
+                    statuses[i] = cached
+                    self.cache_hits += 1
+                elif key in todo:
+                    todo[key].append(i)
+                    self.cache_hits += 1
+                else:
+                    todo[key] = [i]
+                    requests.append({"op": "item", "gold": gold, "pred": pred})
+                    self.cache_misses += 1
+        return statuses, todo, requests
+
+    @staticmethod
+    def _golds_answered(todo: dict[tuple[str, Any], list[int]], replies: list[dict[str, Any]]) -> set[str]:
+        """The golds about which some reply tells whether they parse (any reply but a timeout)."""
+        return {gold for (gold, _), reply in zip(todo, replies, strict=True) if reply["status"] != "timeout"}
+
+    def _learn_golds(
+        self, unknown: set[str], todo: dict[tuple[str, Any], list[int]], replies: list[dict[str, Any]]
+    ) -> set[str]:
+        """Remember whether each new gold parses (from its gold check or its items' replies); returns the golds
+        whose rows score as ``unparsed_gold`` in this batch (a gold that only timed out is tried again later)."""
+        parses: dict[str, bool] = {}
+        for (gold, _), reply in zip(todo, replies, strict=True):
+            if reply["status"] == "unparsed_gold":
+                parses[gold] = False
+            elif reply["status"] != "timeout":  # any other answer means the worker parsed the gold
+                parses.setdefault(gold, True)
+        failed = set()
+        for gold in unknown:
+            ok = parses.get(gold)
+            if ok is not None:
                 self._gold_ok.store(gold, ok)
-        return known  # type: ignore[return-value]
+            if not ok:
+                failed.add(gold)
+                reason = "unparsed_gold" if ok is False else "timeout"
+                logger.warning(
+                    "gold answer %.200r could not be parsed (%s): its rows score None", gold, reason
+                )
+        return failed
 
     def _run_with_one_retry(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """``pool.run``; requests that timed out (a hang, or a worker killed or frozen under them) are sent
-        once more, to the replacement workers, before their timeout counts."""
+        """``pool.run``; requests whose worker was killed under them (a wall-clock hang, a frozen or dead
+        worker: ``"killed"`` in the reply) are sent once more, to the replacement workers, before their timeout
+        counts. A CPU-budget timeout is the request's own cost and is not sent again."""
         replies = self.pool.run(requests, keys=[request["gold"] for request in requests])
-        again = [i for i, reply in enumerate(replies) if reply["status"] == "timeout"]
+        again = [i for i, reply in enumerate(replies) if reply.get("killed")]
         if again:
             self.retried += len(again)
             second = self.pool.run([requests[i] for i in again], keys=[requests[i]["gold"] for i in again])

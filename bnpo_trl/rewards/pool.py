@@ -10,10 +10,15 @@ hang. Each worker is a fresh interpreter started with ``subprocess`` running ``_
   that, and crash on scripts without an ``if __name__ == "__main__"`` guard), nor torch;
 - a replacement worker is ready in about half a second.
 
-The parent gives each worker one request at a time and kills a worker that has not answered
-``timeout`` seconds after it got its request (the request then gets ``{"status": "timeout"}``), then starts
-a replacement; inside the worker a CPU-time budget (default ``timeout / 3``) ends ordinary hangs without
-killing it. See :mod:`bnpo_trl.rewards._worker` for the worker side.
+The parent sends each worker a batch of requests at a time (up to ``max_batch``, fewer as the queues run
+low, so that the last requests still spread over the workers); the worker answers them in order, one reply
+line each as soon as it has it. Every request has its own ``timeout``: counted from the moment the worker
+starts it (the previous reply, or the batch's arrival), so a batch is never given more time per request
+than a single request. A worker that misses that deadline is killed and replaced: the request it was on
+gets ``{"status": "timeout", "killed": True}`` and the requests of its batch it had not reached go back to
+the queue and are answered by another (or the replacement) worker, as if nothing happened. Inside the
+worker a CPU-time budget (default ``timeout / 3``) ends ordinary hangs without killing it. See
+:mod:`bnpo_trl.rewards._worker` for the worker side.
 
 Pools are created lazily (the first :meth:`VerifierPool.run` starts the workers), reused across calls,
 shared per :class:`PoolSettings` (:func:`get_pool`), closed at interpreter exit, and forgotten (not killed) in a
@@ -50,6 +55,9 @@ __all__ = ["PoolSettings", "PoolStats", "VerifierPool", "default_workers", "get_
 _WORKER_SCRIPT = str(Path(__file__).with_name("_worker.py"))
 #: How long a fresh worker may take to import math-verify before the pool gives up with an error.
 STARTUP_TIMEOUT = 120.0
+#: Most requests sent to a worker in one message: enough that the worker never waits for the parent
+#: between requests; small enough that a killed batch re-runs little and queues balance at the end.
+MAX_BATCH = 16
 
 
 def default_workers() -> int:
@@ -107,12 +115,16 @@ class PoolSettings:
 
 @dataclass
 class PoolStats:
-    """Counters since the pool was created: requests answered, killed (wall-clock timeout or worker death),
-    CPU-budget timeouts reported by workers, workers started (including replacements), and the longest
-    wall-clock time one request took (from sending it to its reply or its worker's kill)."""
+    """Counters since the pool was created: requests answered, batches sent, killed (wall-clock timeout or
+    worker death), requests re-queued because their batch's worker was killed or recycled before reaching
+    them, CPU-budget timeouts reported by workers, workers started (including replacements), and the
+    longest wall-clock time one request took (from its start, the previous reply of its batch or the
+    batch's sending, to its reply or its worker's kill)."""
 
     requests: int = 0
+    batches: int = 0
     killed: int = 0
+    requeued: int = 0
     cpu_timeouts: int = 0
     workers_started: int = 0
     max_request_seconds: float = 0.0
@@ -132,11 +144,11 @@ class _Worker:
         self.buffer = b""
         self.ready = False
         self.started = time.monotonic()
-        self.task: int | None = None
-        self.deadline = 0.0
+        self.tasks: collections.deque[int] = collections.deque()  # the batch in flight, the current first
+        self.since = 0.0  # when the current request started: the batch's sending or the last reply
 
-    def send(self, message: dict[str, Any]) -> None:
-        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+    def send(self, messages: list[dict[str, Any]]) -> None:
+        self.proc.stdin.write(json.dumps(messages).encode() + b"\n")
 
     def read(self) -> list[dict[str, Any]] | None:
         """The complete messages available now; ``None`` at end of file (the worker exited)."""
@@ -176,10 +188,16 @@ class VerifierPool:
         settings: The :class:`PoolSettings`; or give its fields (``workers``, ``timeout``,
             ``cpu_timeout``, ``memory_mb``) as keyword arguments instead.
         recycle_rss_mb: A worker whose resident memory exceeds this after a request is replaced.
+        max_batch: Most requests sent to a worker in one message (1: one request at a time).
     """
 
     def __init__(
-        self, settings: PoolSettings | None = None, *, recycle_rss_mb: int | None = 1024, **fields: Any
+        self,
+        settings: PoolSettings | None = None,
+        *,
+        recycle_rss_mb: int | None = 1024,
+        max_batch: int = MAX_BATCH,
+        **fields: Any,
     ) -> None:
         if settings is not None and fields:
             raise TypeError(
@@ -187,7 +205,10 @@ class VerifierPool:
             )
         if settings is not None and not isinstance(settings, PoolSettings):
             raise TypeError(f"settings must be a PoolSettings, got {type(settings).__name__}")
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
         self.settings = settings if settings is not None else PoolSettings(**fields)
+        self.max_batch = max_batch
         self.workers = self.settings.workers
         self.timeout = self.settings.timeout
         self.cpu_timeout = self.settings.cpu_timeout
@@ -227,7 +248,7 @@ class VerifierPool:
         workers, self._workers = self._workers, []
         if os.getpid() == self._pid:
             for worker in workers:
-                if graceful and worker.task is None:
+                if graceful and not worker.tasks:
                     worker.close()
                 else:
                     worker.kill()
@@ -262,6 +283,41 @@ class VerifierPool:
                 self._stop_all(graceful=False)
                 raise
 
+    def start(self) -> None:
+        """Start the workers now and wait until every one is ready (else the first :meth:`run` does it, and
+        its first requests wait for the workers' start-up)."""
+        with self._lock:
+            if os.getpid() != self._pid:
+                self._forget_after_fork()
+            while len(self._workers) < self.workers:
+                self._workers.append(self._start_worker())
+            try:
+                while waiting := [w for w in self._workers if not w.ready]:
+                    deadline = min(w.started for w in waiting) + STARTUP_TIMEOUT
+                    readable, _, _ = select.select(
+                        [w.fd for w in waiting], [], [], max(0.0, deadline - time.monotonic())
+                    )
+                    for worker in waiting:
+                        if worker.fd in readable and self._read_ready(worker) is None:
+                            self._fail_startup(worker, "exited during start-up")
+                        elif time.monotonic() >= worker.started + STARTUP_TIMEOUT:
+                            self._fail_startup(worker, f"was not ready after {STARTUP_TIMEOUT:.0f} s")
+            except BaseException:
+                self._stop_all(graceful=False)
+                raise
+
+    @staticmethod
+    def _read_ready(worker: _Worker) -> bool | None:
+        """Read a starting worker's output: ``None`` at end of file, else whether it said it is ready."""
+        messages = worker.read()
+        if messages is None:
+            return None
+        for message in messages:
+            if "ready" not in message:
+                raise RuntimeError(f"math-verify worker sent an unexpected message: {message}")
+            worker.ready = True
+        return worker.ready
+
     def _fail_startup(self, worker: _Worker, reason: str) -> None:
         worker.kill()
         raise RuntimeError(
@@ -276,38 +332,45 @@ class VerifierPool:
             home = index if keys is None else zlib.crc32(keys[index].encode("utf-8", "surrogatepass"))
             queues[home % len(queues)].append(index)
 
-        def next_request(slot: int) -> int | None:
-            if queues[slot]:
-                return queues[slot].popleft()
-            busiest = max(queues, key=len)  # take over the end of the longest queue
-            return busiest.pop() if busiest else None
-
         def finish(worker: _Worker, reply: dict[str, Any]) -> None:
-            results[worker.task] = reply
-            worker.task = None
+            now = time.monotonic()
+            results[worker.tasks.popleft()] = reply
             self.stats.requests += 1
-            took = time.monotonic() - (worker.deadline - self.timeout)
-            self.stats.max_request_seconds = max(self.stats.max_request_seconds, took)
+            self.stats.max_request_seconds = max(self.stats.max_request_seconds, now - worker.since)
+            worker.since = now
+
+        def give_back(worker: _Worker) -> None:
+            """Requeue the requests of a killed or exiting worker's batch that it had not reached."""
+            slot = self._workers.index(worker)
+            self.stats.requeued += len(worker.tasks)
+            queues[slot].extendleft(reversed(worker.tasks))
+            worker.tasks.clear()
+
+        def retire(worker: _Worker, *, killed: bool) -> None:
+            if killed:  # the request it was on is the culprit; the rest of its batch is innocent
+                self.stats.killed += 1
+                finish(worker, {"status": "timeout", "killed": True})
+            give_back(worker)
+            worker.kill() if killed else worker.close()
+            self._replace(worker)
 
         while True:
             now = time.monotonic()
             for slot, worker in enumerate(self._workers):
-                if worker.ready and worker.task is None:
-                    index = next_request(slot)
-                    if index is None:
-                        continue
+                if worker.ready and not worker.tasks and any(queues):
+                    batch = _next_batch(queues, slot, keys, self.max_batch)
+                    worker.tasks.extend(batch)
                     try:
-                        worker.send(requests[index])
-                    except OSError:  # it exited while idle (memory recycling): replace it, retry the request
-                        queues[slot].appendleft(index)
-                        worker.kill()
-                        self._replace(worker)
+                        worker.send([requests[index] for index in batch])
+                    except OSError:  # it exited while idle (memory recycling): replace it, retry the batch
+                        retire(worker, killed=False)
                         continue
-                    worker.task, worker.deadline = index, now + self.timeout
-            waiting = [w for w in self._workers if not w.ready or w.task is not None]
-            if not any(queues) and all(w.task is None for w in self._workers):
+                    worker.since = now
+                    self.stats.batches += 1
+            if not any(queues) and all(not w.tasks for w in self._workers):
                 break
-            deadlines = [w.deadline if w.ready else w.started + STARTUP_TIMEOUT for w in waiting]
+            waiting = [w for w in self._workers if not w.ready or w.tasks]
+            deadlines = [w.since + self.timeout if w.ready else w.started + STARTUP_TIMEOUT for w in waiting]
             wait = max(0.0, min(deadlines) - now)
             readable, _, _ = select.select([w.fd for w in waiting], [], [], wait)
             for worker in [w for w in waiting if w.fd in readable]:
@@ -315,37 +378,55 @@ class VerifierPool:
                 if messages is None:  # the worker exited
                     if not worker.ready:
                         self._fail_startup(worker, "exited during start-up")
-                    if worker.task is not None:  # died on a request (SIGXCPU, OOM killer, crash)
-                        self.stats.killed += 1
-                        finish(worker, {"status": "timeout", "killed": True})
-                    worker.kill()
-                    self._replace(worker)
+                    # died on a request (SIGXCPU, OOM killer, crash): that request is the culprit
+                    retire(worker, killed=bool(worker.tasks))
                     continue
-                for message in messages:
-                    if "ready" in message:
-                        worker.ready = True
-                        continue
-                    if worker.task is None:
-                        raise RuntimeError(f"math-verify worker sent an unexpected message: {message}")
-                    if message.get("status") == "error":
-                        raise RuntimeError(f"math-verify worker failed on a request: {message.get('error')}")
-                    if message.get("status") == "timeout":
-                        self.stats.cpu_timeouts += 1
-                    recycle = message.pop("recycle", False)
-                    finish(worker, message)
-                    if recycle:  # it exits after this reply: start its successor now
-                        worker.close()
-                        self._replace(worker)
+                self._take_replies(worker, messages, finish, retire)
             now = time.monotonic()
             for worker in list(self._workers):
-                if worker.task is not None and now >= worker.deadline:
-                    self.stats.killed += 1
-                    finish(worker, {"status": "timeout", "killed": True})
-                    worker.kill()
-                    self._replace(worker)
+                if worker.tasks and now >= worker.since + self.timeout:
+                    retire(worker, killed=True)
                 elif not worker.ready and now >= worker.started + STARTUP_TIMEOUT:
                     self._fail_startup(worker, f"was not ready after {STARTUP_TIMEOUT:.0f} s")
         return results  # type: ignore[return-value]
+
+    def _take_replies(self, worker: _Worker, messages: list[dict[str, Any]], finish, retire) -> None:
+        for message in messages:
+            if "ready" in message:
+                worker.ready = True
+                continue
+            if not worker.tasks:
+                raise RuntimeError(f"math-verify worker sent an unexpected message: {message}")
+            if message.get("status") == "error":
+                raise RuntimeError(f"math-verify worker failed on a request: {message.get('error')}")
+            if message.get("status") == "timeout":
+                self.stats.cpu_timeouts += 1
+            recycle = message.pop("recycle", False)
+            finish(worker, message)
+            if recycle:  # it exits after this reply: its successor takes the rest of the batch
+                retire(worker, killed=False)
+                return
+
+
+def _next_batch(
+    queues: list[collections.deque[int]], slot: int, keys: list[str] | None, max_batch: int
+) -> list[int]:
+    """The next batch for the worker in ``slot``. From its own queue: half of what is left (at most
+    ``max_batch``), so that the end of the work still spreads. An idle worker takes over the end of the longest
+    queue: with keys, the requests of its last key (so that no two workers parse the same gold), else as many
+    as a batch from its own queue."""
+    queue = queues[slot]
+    if queue:
+        return [queue.popleft() for _ in range(min(max_batch, max(1, len(queue) // 2)))]
+    queue = max(queues, key=len)
+    stolen = [queue.pop()]
+    while queue and len(stolen) < max_batch:
+        if keys is None and len(stolen) >= max(1, len(queue) // 2):
+            break
+        if keys is not None and keys[queue[-1]] != keys[stolen[-1]]:
+            break
+        stolen.append(queue.pop())
+    return stolen[::-1]
 
 
 # ---------------------------------------------------------------------- shared pools
