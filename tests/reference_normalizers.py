@@ -357,3 +357,17 @@ class MedianRef:
         self.last_stats["median/fallback_source_std"] = float(fb_std)
         self.last_stats["median/fallback_unit"] = float(fb_unit)
         return finalize(out)
+
+
+def reinforce_pp_ref(rewards: Sequence[float], group_size: int, eps: float = 1e-4) -> list[float]:
+    """REINFORCE++-baseline: r - group mean, then standardized over the batch's scored values (n-1 std)."""
+    centred = []
+    for g in groups(rewards, group_size):
+        values = scored(g)
+        mean = math.fsum(values) / len(values) if values else NAN
+        centred += [NAN if isnan(r) else r - mean for r in g]
+    values = scored(centred)
+    if len(values) < 2:
+        return [NAN] * len(centred)
+    mean, std = statistics.fmean(values), statistics.stdev(values)
+    return [NAN if isnan(a) else (a - mean) / (std + eps) for a in centred]

@@ -37,14 +37,21 @@ from tests.reference_normalizers import (
     finalize,
     group_ref,
     none_ref,
+    reinforce_pp_ref,
     rloo_ref,
 )
 
 SEEDS = [0, 1, 2]
 GROUP_SIZES = [1, 2, 4, 16]
 SOURCES = ["math", "code", "logic"]
-CANONICAL = ["group", "batch", "none", "rloo", "bnpo", "ebpo", "median"]
-ALIASES = {"grpo": "group", "dr_grpo": "none", "beta": "bnpo", "source_median": "median"}
+CANONICAL = ["group", "batch", "none", "rloo", "reinforce_pp", "bnpo", "ebpo", "median"]
+ALIASES = {
+    "grpo": "group",
+    "dr_grpo": "none",
+    "beta": "bnpo",
+    "source_median": "median",
+    "reinforce_plus_plus": "reinforce_pp",
+}
 ALL_NAMES = CANONICAL + list(ALIASES)
 WEIGHTS = {1: [0.5], 3: [1.0, 0.5, 2.0]}
 
@@ -131,6 +138,7 @@ STATELESS_REFS = {
     "batch": lambda r, g: batch_ref(r, g),
     "none": lambda r, g: none_ref(r, g),
     "rloo": lambda r, g: rloo_ref(r, g),
+    "reinforce_pp": lambda r, g: reinforce_pp_ref(r, g),
 }
 
 
@@ -562,6 +570,18 @@ def test_matches_trl_on_single_row(scale):
     rewards = torch.tensor([[0.7]])
     expected = trl_advantages(rewards, torch.ones(1), 1, scale)
     torch.testing.assert_close(get_normalizer(scale)(rewards, group_size=1), expected, rtol=0, atol=1e-6)
+
+
+def test_reinforce_pp_by_hand():
+    # groups [1, 0] and [1, 1]: A' = [0.5, -0.5, 0, 0], batch mean 0, std sqrt(0.5/3) (n-1)
+    rewards = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    std = math.sqrt(0.5 / 3)
+    expected = [0.5 / (std + 1e-4), -0.5 / (std + 1e-4), 0.0, 0.0]
+    assert_matches(get_normalizer("reinforce_pp")(rewards, group_size=2), expected, atol=1e-6)
+    # = `batch` on a batch where std(A') == std(r) is false: here std(r) = 0.5, so they differ
+    assert not torch.allclose(
+        get_normalizer("batch")(rewards, group_size=2), get_normalizer("reinforce_pp")(rewards, group_size=2)
+    )
 
 
 def test_rloo_closed_form():

@@ -73,6 +73,7 @@ def test_two_step_run_trains_on_normalizer_advantages(name, model_path, tokenize
         "batch",
         "none",
         "rloo",
+        "reinforce_pp",
     )
     assert "normalizer/advantage_abs_mean" in logged
     assert {"rewards_by_source/math/mean", "rewards_by_source/gsm8k/mean"} <= logged

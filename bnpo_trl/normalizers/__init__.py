@@ -21,6 +21,7 @@ from bnpo_trl.normalizers.builtin import (
     EBPONormalizer,
     GroupNormalizer,
     MeanOnlyNormalizer,
+    ReinforcePPNormalizer,
     RLOONormalizer,
     SourceMedianNormalizer,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "MeanOnlyNormalizer",
     "Normalizer",
     "RLOONormalizer",
+    "ReinforcePPNormalizer",
     "SourceMedianNormalizer",
     "Welford",
     "available_normalizers",

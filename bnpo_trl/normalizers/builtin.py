@@ -1,6 +1,6 @@
 """The built-in normalizers. Each docstring gives the formula and its source.
 
-The stateless ones (group, batch, none, rloo) are the pure functions of
+The stateless ones (group, batch, none, rloo, reinforce_pp) are the pure functions of
 :mod:`bnpo_trl.normalizers.functional`, registered directly; the classes below keep running state or
 per-call statistics.
 """
@@ -30,6 +30,9 @@ GroupNormalizer = _stateless("group", ("grpo",), F.group_advantages, "GroupNorma
 BatchNormalizer = _stateless("batch", (), F.batch_advantages, "BatchNormalizer")
 MeanOnlyNormalizer = _stateless("none", ("dr_grpo",), F.dr_grpo_advantages, "MeanOnlyNormalizer")
 RLOONormalizer = _stateless("rloo", (), F.rloo_advantages, "RLOONormalizer")
+ReinforcePPNormalizer = _stateless(
+    "reinforce_pp", ("reinforce_plus_plus",), F.reinforce_pp_advantages, "ReinforcePPNormalizer"
+)
 
 
 @register_normalizer("bnpo", aliases=("beta",))

@@ -26,6 +26,7 @@ __all__ = [
     "group_mean",
     "group_std",
     "nanstd",
+    "reinforce_pp_advantages",
     "rloo_advantages",
 ]
 
@@ -119,6 +120,19 @@ def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     others = (total - grouped) / (count - 1).clamp(min=1)
     adv = torch.where(count > 1, grouped - others, torch.zeros_like(grouped))
     return torch.where(torch.isnan(grouped), grouped, adv).view(-1)
+
+
+def reinforce_pp_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
+    """REINFORCE++-baseline (Hu et al. 2025, arXiv 2501.03262): ``A' = r - mean_g``, then
+    ``A = (A' - mean(A')) / (std(A') + eps)`` over the whole batch.
+
+    The paper writes the batch statistics without saying which variance: the std here is Bessel-corrected
+    (n-1), as in ``batch``; ``mean(A')`` is 0 up to rounding (each group's ``A'`` sums to 0) and is kept
+    for fidelity. Differs from ``batch`` only in taking the std of ``A'`` rather than of ``r``.
+    (N,) -> (N,). NaN where ``r`` is NaN or the batch has fewer than 2 scored rewards.
+    """
+    centred = rewards - _per_row(group_mean(rewards, group_size), group_size)
+    return (centred - torch.nanmean(centred)) / (nanstd(centred) + eps)
 
 
 def beta_from_moments(mean: float, var: float) -> tuple[float, float, bool]:
