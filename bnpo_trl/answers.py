@@ -15,6 +15,7 @@ from typing import Any
 
 __all__ = [
     "box_at",
+    "boxed_answer",
     "canonical_answer",
     "clock_minutes",
     "extract_gsm8k_answer",
@@ -242,7 +243,7 @@ def prepare_gold(value: Any) -> str | None:
             if wrapped and left not in inner and right not in inner:  # but not `$x$ and $y$`
                 gold = inner.strip()
                 changed = True
-    gold = canonical_answer(normalize_number_spacing(gold))
+    gold = canonical_answer(gold)
     return gold or None
 
 
@@ -265,7 +266,8 @@ def canonical_answer(answer: str) -> str:
     that math-verify compares values: a sentence's final ``.``/``,``/``;`` (not an ellipsis), a bold
     wrapper around the whole answer (``\\textbf{...}``, ``\\mathbf``, ``{\\bf ...}``), parentheses around
     a lone integer (AoPS's ``(073)``), the leading zeros of an integer (AIME's ``073``) and the zero
-    decimals of a number (``35.0\\%`` -> ``35\\%``).
+    decimals of a number (``35.0\\%`` -> ``35\\%``); thin spaces in numbers go first
+    (:func:`normalize_number_spacing`).
 
     Examples:
         >>> canonical_answer("284."), canonical_answer(r"\\$18.90."), canonical_answer("1, 2, 3, ...")
@@ -273,7 +275,7 @@ def canonical_answer(answer: str) -> str:
         >>> canonical_answer(r"\\textbf{(073)}"), canonical_answer(r"35.0\\%"), canonical_answer("1.05")
         ('73', '35\\\\%', '1.05')
     """
-    previous = None
+    answer, previous = normalize_number_spacing(answer), None
     while answer != previous:
         previous = answer
         answer = _TRAILING_MARK.sub("", answer.strip())
@@ -315,3 +317,14 @@ def clock_minutes(answer: str) -> tuple[int, bool] | None:
     elif hours > 23:
         return None
     return hours * 60 + minutes, half is not None
+
+
+def boxed_answer(text: str) -> str | None:
+    """The final answer of a completion as the verifier compares it: the content of its last complete box,
+    thin spaces in numbers removed, in :func:`canonical_answer` form; ``None`` without a box or for an empty one.
+
+    >>> boxed_answer(r"First \\boxed{1}, finally \\boxed{1\\,000.}"), boxed_answer("no box") is None
+    ('1000', True)
+    """
+    boxed = last_boxed(text)
+    return None if boxed is None else canonical_answer(boxed) or None

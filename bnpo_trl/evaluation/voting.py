@@ -1,7 +1,7 @@
 """Majority voting (maj@n): the answer most of a problem's n samples agree on, answers grouped by the verifier.
 
-Per problem, each sample votes with the content of its last ``\\boxed{}`` (a sample without one does not
-vote). Answers are grouped by mathematical equivalence, not by string equality: an answer joins the first
+Per problem, each sample votes with the content of its last ``\\boxed{}`` in the verifier's canonical form
+(:func:`bnpo_trl.answers.boxed_answer`; a sample without one does not vote). Answers are grouped by mathematical equivalence, not by string equality: an answer joins the first
 group whose representative (its first answer) the verifier (:class:`bnpo_trl.rewards.MathVerifier`, the
 checker of the ``accuracy`` reward) judges equal to it, with the representative as the gold; ``0.5``,
 ``1/2`` and ``\\frac{1}{2}`` are one group. The largest group wins; a tie goes to the group whose first
@@ -15,22 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bnpo_trl.answers import canonical_answer, last_boxed, normalize_number_spacing
+from bnpo_trl.answers import boxed_answer
 
-__all__ = ["majority_correct", "vote_answer"]
-
-
-def vote_answer(text: str) -> str | None:
-    """The answer a completion votes with: its last box's content, in the verifier's canonical form.
-
-    >>> vote_answer(r"so \\boxed{0.5}."), vote_answer("no box") is None
-    ('0.5', True)
-    """
-    boxed = last_boxed(text)
-    if boxed is None:
-        return None
-    answer = canonical_answer(normalize_number_spacing(boxed.strip()))
-    return answer or None
+__all__ = ["majority_correct"]
 
 
 def majority_correct(
@@ -53,7 +40,7 @@ def majority_correct(
         from bnpo_trl.rewards import get_verifier
 
         verifier = get_verifier()
-    votes = [[vote_answer(text) for text in row] for row in texts]
+    votes = [[boxed_answer(text) for text in row] for row in texts]
     distinct = [list(dict.fromkeys(a for a in row if a is not None)) for row in votes]
     group_of: list[dict[str, str]] = [{} for _ in votes]  # answer -> its group's representative
     for round_ in range(max((len(d) for d in distinct), default=0)):

@@ -1,7 +1,7 @@
 """The math-verify worker process behind :class:`bnpo_trl.rewards.pool.VerifierPool`.
 
 The pool runs this file as a script (``python -P _worker.py CONFIG_JSON``), never as part of the package:
-it imports only the standard library and math-verify, so a worker starts in about half a second, does not
+it imports only the standard library and math-verify, so a worker imports in about half a second, does not
 import torch or the training script, and is safe to start from any thread of a multi-threaded trainer.
 
 Protocol: one batch per line on stdin (a JSON list of requests; a lone request object is a batch of one),

@@ -112,9 +112,24 @@ def prediction_text(text: str) -> str | None:
     """
     boxed = last_boxed(text)
     if boxed is not None:
-        boxed = canonical_answer(normalize_number_spacing(boxed.strip()))
-        return "\\boxed{" + boxed + "}" if boxed else None
+        answer = canonical_answer(boxed)
+        return "\\boxed{" + answer + "}" if answer else None
     return normalize_number_spacing(text) if text.strip() else None
+
+
+def _gold_parses(
+    todo: Mapping[tuple[str, Any], Any], replies: Sequence[Mapping[str, Any]]
+) -> dict[str, bool]:
+    """What the replies tell about each gold of ``todo``'s keys: ``False`` if one says ``unparsed_gold``,
+    ``True`` if one gives any other answer but a timeout (the worker parsed the gold); golds that only timed
+    out are missing."""
+    parses: dict[str, bool] = {}
+    for (gold, _), reply in zip(todo, replies, strict=True):
+        if reply["status"] == "unparsed_gold":
+            parses[gold] = False
+        elif reply["status"] != "timeout":
+            parses.setdefault(gold, True)
+    return parses
 
 
 def _prepare_golds(golds: Sequence[Any]) -> list[str | None]:
@@ -198,18 +213,22 @@ class MathVerifier:
                 requests.append({"op": "gold", "gold": gold})
             # Requests of one gold go to one worker (its gold cache), unless another worker runs out of work.
             replies = self._run_with_one_retry(requests)
-            undecided = sorted(unknown - self._golds_answered(todo, replies))
+            parses = _gold_parses(todo, replies)
+            undecided = sorted(unknown - parses.keys())
             if undecided:  # every request of these golds timed out: the gold itself may still parse
-                todo.update({(gold, None): [] for gold in undecided})
-                replies += self._run_with_one_retry([{"op": "gold", "gold": gold} for gold in undecided])
-            failed = self._learn_golds(unknown, todo, replies)
+                checks = {(gold, None): [] for gold in undecided}
+                more = self._run_with_one_retry([{"op": "gold", "gold": gold} for gold in undecided])
+                todo.update(checks)
+                replies += more
+                parses.update(_gold_parses(checks, more))
+            failed = self._learn_golds(unknown, parses)
             for (key, rows), reply in zip(todo.items(), replies, strict=True):
                 status = reply["status"]
                 if key[1] is not None and status not in ("timeout", "unparsed_gold"):
                     self._verdicts.store(key, status)  # a timeout may be transient (a killed worker)
                 for i in rows:
                     statuses[i] = status
-            for i, gold in enumerate(prepared):
+            for i, gold in enumerate(prepared if failed else ()):
                 if gold in failed:
                     statuses[i] = "unparsed_gold"
         return statuses  # type: ignore[return-value]
@@ -254,22 +273,10 @@ class MathVerifier:
                     self.cache_misses += 1
         return statuses, todo, requests
 
-    @staticmethod
-    def _golds_answered(todo: dict[tuple[str, Any], list[int]], replies: list[dict[str, Any]]) -> set[str]:
-        """The golds about which some reply tells whether they parse (any reply but a timeout)."""
-        return {gold for (gold, _), reply in zip(todo, replies, strict=True) if reply["status"] != "timeout"}
-
-    def _learn_golds(
-        self, unknown: set[str], todo: dict[tuple[str, Any], list[int]], replies: list[dict[str, Any]]
-    ) -> set[str]:
-        """Remember whether each new gold parses (from its gold check or its items' replies); returns the golds
-        whose rows score as ``unparsed_gold`` in this batch (a gold that only timed out is tried again later)."""
-        parses: dict[str, bool] = {}
-        for (gold, _), reply in zip(todo, replies, strict=True):
-            if reply["status"] == "unparsed_gold":
-                parses[gold] = False
-            elif reply["status"] != "timeout":  # any other answer means the worker parsed the gold
-                parses.setdefault(gold, True)
+    def _learn_golds(self, unknown: set[str], parses: dict[str, bool]) -> set[str]:
+        """Remember whether each new gold parses (``parses``: from its gold check or its items' replies);
+        returns the golds whose rows score as ``unparsed_gold`` in this batch (a gold that only timed out is
+        tried again later)."""
         failed = set()
         for gold in unknown:
             ok = parses.get(gold)

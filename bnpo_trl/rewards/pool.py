@@ -8,7 +8,7 @@ hang. Each worker is a fresh interpreter started with ``subprocess`` running ``_
   the trainer: ``subprocess`` execs a clean interpreter at once);
 - it never re-imports the training script's ``__main__`` (``multiprocessing``'s spawn and forkserver do
   that, and crash on scripts without an ``if __name__ == "__main__"`` guard), nor torch;
-- a replacement worker is ready in about half a second.
+- a replacement worker is ready in under a second (imports, then a warm-up on common answer forms).
 
 The parent sends each worker a batch of requests at a time (up to ``max_batch``, fewer as the queues run
 low, so that the last requests still spread over the workers); the worker answers them in order, one reply
@@ -46,6 +46,7 @@ import threading
 import time
 import weakref
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -270,38 +271,36 @@ class VerifierPool:
             return []
         if keys is not None and len(keys) != len(requests):
             raise ValueError(f"got {len(keys)} keys for {len(requests)} requests")
-        with self._lock:
-            if os.getpid() != self._pid:
-                self._forget_after_fork()
-            while len(self._workers) < self.workers:
-                self._workers.append(self._start_worker())
-            try:
-                return self._run(requests, keys)
-            except BaseException:
-                # Start-up failure, a worker error or Ctrl-C: replies still in flight would be credited to
-                # the next call's requests, so no worker survives.
-                self._stop_all(graceful=False)
-                raise
+        with self._working():
+            return self._run(requests, keys)
 
     def start(self) -> None:
         """Start the workers now and wait until every one is ready (else the first :meth:`run` does it, and
         its first requests wait for the workers' start-up)."""
+        with self._working():
+            while waiting := [w for w in self._workers if not w.ready]:
+                deadline = min(w.started for w in waiting) + STARTUP_TIMEOUT
+                readable, _, _ = select.select(
+                    [w.fd for w in waiting], [], [], max(0.0, deadline - time.monotonic())
+                )
+                for worker in waiting:
+                    if worker.fd in readable and self._read_ready(worker) is None:
+                        self._fail_startup(worker, "exited during start-up")
+                    elif time.monotonic() >= worker.started + STARTUP_TIMEOUT:
+                        self._fail_startup(worker, f"was not ready after {STARTUP_TIMEOUT:.0f} s")
+
+    @contextlib.contextmanager
+    def _working(self) -> Iterator[None]:
+        """Hold the lock with a full set of workers (this process's own after a fork). On any error (start-up
+        failure, a worker error or Ctrl-C) no worker survives: replies still in flight would be credited to
+        the next call's requests."""
         with self._lock:
             if os.getpid() != self._pid:
                 self._forget_after_fork()
             while len(self._workers) < self.workers:
                 self._workers.append(self._start_worker())
             try:
-                while waiting := [w for w in self._workers if not w.ready]:
-                    deadline = min(w.started for w in waiting) + STARTUP_TIMEOUT
-                    readable, _, _ = select.select(
-                        [w.fd for w in waiting], [], [], max(0.0, deadline - time.monotonic())
-                    )
-                    for worker in waiting:
-                        if worker.fd in readable and self._read_ready(worker) is None:
-                            self._fail_startup(worker, "exited during start-up")
-                        elif time.monotonic() >= worker.started + STARTUP_TIMEOUT:
-                            self._fail_startup(worker, f"was not ready after {STARTUP_TIMEOUT:.0f} s")
+                yield
             except BaseException:
                 self._stop_all(graceful=False)
                 raise
