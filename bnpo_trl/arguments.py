@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bnpo_trl.data import DEFAULT_SYSTEM_PROMPT
+from bnpo_trl.settings import mapping_setting
 
 __all__ = [
     "ARGUMENT_CLASSES",
@@ -64,24 +65,6 @@ def system_prompt_setting(value: str | None) -> str | None:
         (None, 'Be brief.')
     """
     return None if value in ("", "none", "null", "None") else value
-
-
-def mapping_setting(value: Any, name: str) -> dict | None:
-    """A mapping field as YAML gives it or as a JSON string from the command line (None when empty).
-
-    >>> mapping_setting('{"problem": "question"}', "column_map"), mapping_setting("", "column_map")
-    ({'problem': 'question'}, None)
-    """
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{name} must be a mapping or a JSON object, got {value!r}: {err}.") from err
-    if not isinstance(value, dict):
-        raise ValueError(f"{name} must be a mapping, got {type(value).__name__}.")
-    return value
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The ``bnpo-trl`` command: ``train``, ``quickstart``, ``eval`` and ``recipes``.
+"""The ``bnpo-trl`` command: ``train``, ``quickstart``, ``eval``, ``replay`` and ``recipes``.
 
 The recipes and accelerate configs ship inside the package (``bnpo_trl/configs/``, read with
 ``importlib.resources``), so a ``pip install bnpo-trl`` without a checkout runs ``bnpo-trl quickstart`` and
@@ -29,6 +29,9 @@ commands:
   quickstart [--seed N] [--field value ...]          the offline CPU demo (the shipped quickstart.yaml)
   eval --model PATH_OR_ID [--benchmarks math500,aime24,aime25,amc23] [--n 4] [...]
                                                      pass@1/pass@k on math benchmarks (eval --help)
+  replay REWARDS_FILE [--normalizers group,bnpo,ebpo] [--output_dir DIR]
+                                                     replay normalizers over a run's reward log
+                                                     (save_rewards: true): table and plot (docs/replay.md)
   recipes [--copy DIR]                               list the shipped recipes and accelerate configs, or
                                                      copy them into DIR
 """
@@ -116,6 +119,10 @@ def main(argv: list[str] | None = None) -> None:
         from bnpo_trl.evaluation import main as eval_main
 
         eval_main(rest)
+    elif command == "replay":
+        from bnpo_trl.replay import main as replay_main
+
+        replay_main(rest)
     elif command == "recipes":
         _recipes(rest)
     else:

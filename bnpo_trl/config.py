@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +10,7 @@ from trl import GRPOConfig
 
 from bnpo_trl.distributed import check_launch
 from bnpo_trl.normalizers import get_normalizer
+from bnpo_trl.settings import json_setting
 
 logger = logging.getLogger(__name__)
 
@@ -25,12 +25,13 @@ class NormalizedGRPOConfig(GRPOConfig):
     `advantage_normalizer`; TRL's `scale_rewards` and `multi_objective_aggregation` are then ignored.
     """
 
-    advantage_normalizer: str = field(
+    advantage_normalizer: dict | str | None = field(
         default="bnpo",
         metadata={
             "help": "How rewards become advantages: a registered normalizer (bnpo, ebpo, group, batch, none, "
-            "rloo, median, or an alias) or 'package.module:ClassName'. Unrelated to TRL's `loss_type='bnpo'`, "
-            "which is token-level loss aggregation."
+            "rloo, median, reinforce_pp, opo, gdpo, passk, or an alias), 'package.module:ClassName', or a "
+            "composition {center: ..., scale: ..., post: [...]} (a mapping in YAML, a JSON object on the command "
+            "line). Unrelated to TRL's `loss_type='bnpo'`, which is token-level loss aggregation."
         },
     )
     normalizer_kwargs: dict | str | None = field(
@@ -45,6 +46,29 @@ class NormalizedGRPOConfig(GRPOConfig):
         metadata={
             "help": "Dataset column naming each row's source dataset; used by the 'median' normalizer and for "
             "the per-source reward metrics (`rewards_by_source/<name>/mean`)."
+        },
+    )
+
+    shadow_normalizers: list | str | None = field(
+        default=None,
+        metadata={
+            "help": "Normalizers computed on the same rewards every step without affecting training (each with "
+            "its own running state, saved in checkpoints); logged as shadow/<name>/pearson, sign_agreement, "
+            "signal_fraction, advantage_abs_mean. A list (YAML), or comma-separated names / a JSON list."
+        },
+    )
+    save_rewards: bool = field(
+        default=False,
+        metadata={
+            "help": "Write each generation's gathered rewards, group size, data sources and lengths to "
+            "output_dir/rewards.jsonl (rank 0, flushed per step) for `bnpo-trl replay`."
+        },
+    )
+    filter_zero_signal: bool = field(
+        default=False,
+        metadata={
+            "help": "Mask groups whose advantages are all 0 out of the loss, so that the loss normalization counts "
+            "only completions that carry a signal (needs a token-level loss_type: dapo, bnpo, cispo, vespo)."
         },
     )
 
@@ -65,24 +89,65 @@ class NormalizedGRPOConfig(GRPOConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        kwargs: Any = self.normalizer_kwargs
-        if kwargs is None or kwargs == "":
-            kwargs = {}
-        elif isinstance(kwargs, str):
-            try:
-                kwargs = json.loads(kwargs)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"normalizer_kwargs must be a JSON object, got {kwargs!r}: {err}.") from err
-        if not isinstance(kwargs, dict):
-            raise ValueError(f"normalizer_kwargs must be a mapping, got {type(kwargs).__name__}.")
-        self.normalizer_kwargs = kwargs
+        self.normalizer_kwargs = json_setting(self.normalizer_kwargs, "normalizer_kwargs", dict, {})
+        self.advantage_normalizer = _normalizer_spec(self.advantage_normalizer, "advantage_normalizer")
+        self.shadow_normalizers = _shadow_specs(self.shadow_normalizers)
         check_launch(self)  # several processes that each train alone; ddp_timeout on CPU
-        get_normalizer(
-            self.advantage_normalizer, **kwargs
-        )  # unknown name or option -> ValueError, before loading
+        if (
+            self.multi_objective_aggregation == "normalize_then_sum"
+            and self.advantage_normalizer == "bnpo"
+            and not self.normalizer_kwargs
+        ):
+            logger.info(
+                "multi_objective_aggregation='normalize_then_sum' maps onto advantage_normalizer='gdpo' (the same "
+                "numbers as TRL's option); set multi_objective_aggregation='sum_then_normalize' to keep bnpo."
+            )
+            self.advantage_normalizer = "gdpo"
+        # unknown names or options -> ValueError, before loading
+        normalizer = get_normalizer(self.advantage_normalizer, **self.normalizer_kwargs)
+        for spec in self.shadow_normalizers:
+            get_normalizer(spec)
+        filters = self.filter_zero_signal or getattr(normalizer, "filters_zero_signal", False)
+        if filters and self.loss_type not in TOKEN_LEVEL_LOSSES:
+            raise ValueError(
+                f"Filtering zero-signal groups needs a loss normalized by token count (loss_type one of "
+                f"{', '.join(TOKEN_LEVEL_LOSSES)}): loss_type={self.loss_type!r} averages over completions, so the "
+                "filtered ones would still count. Set loss_type: dapo, or turn the filter off."
+            )
         if self.loss_type == "bnpo" and self.advantage_normalizer not in ("bnpo", "beta"):
             logger.info(
                 "loss_type='bnpo' is TRL's token-level loss aggregation, not Beta normalization; advantages "
                 "come from advantage_normalizer=%r.",
                 self.advantage_normalizer,
             )
+
+
+#: TRL 1.16 loss types whose normalization is the number of loss tokens (masked completions do not count).
+TOKEN_LEVEL_LOSSES = ("dapo", "bnpo", "cispo", "vespo")
+
+
+def _normalizer_spec(value: Any, field_name: str) -> str | dict:
+    """A normalizer name, or a mapping (a JSON object on the command line); ``None`` is the default, bnpo.
+    (The field is typed ``dict | str | None`` because that is the union ``HfArgumentParser`` reads as text.)"""
+    if value is None:
+        return "bnpo"
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        return json_setting(value, field_name, dict, {})
+    if not isinstance(value, str | dict):
+        raise ValueError(f"{field_name} must be a name or a mapping, got {value!r}.")
+    return value
+
+
+def _shadow_specs(value: Any) -> list:
+    """``[spec, ...]`` from a YAML list, a JSON list, or comma-separated names."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        value = (
+            json_setting(value, "shadow_normalizers", list, [])
+            if value.lstrip().startswith("[")
+            else [name.strip() for name in value.split(",") if name.strip()]
+        )
+    if not isinstance(value, list):
+        raise ValueError(f"shadow_normalizers must be a list of normalizers, got {value!r}.")
+    return [_normalizer_spec(spec, "shadow_normalizers entry") for spec in value]

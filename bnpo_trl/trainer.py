@@ -39,7 +39,10 @@ from bnpo_trl.engine import EngineCallback, check_engine
 from bnpo_trl.normalizers import Normalizer, get_normalizer, resolve_normalizer
 from bnpo_trl.normalizers.base import MAX_ABS_REWARD
 from bnpo_trl.normalizers.functional import combine_rewards
+from bnpo_trl.normalizers.specs import build_normalizer, spec_label
+from bnpo_trl.reward_log import REWARD_LOG_FILE, RewardLog
 from bnpo_trl.rewards import reward_range_of
+from bnpo_trl.shadows import ShadowNormalizers
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +92,12 @@ class NormalizedGRPOTrainer(GRPOTrainer):
             args = NormalizedGRPOConfig(output_dir=f"{str(name).split('/')[-1]}-GRPO")
         elif not isinstance(args, NormalizedGRPOConfig):
             logger.warning("args is a plain GRPOConfig: using the default advantage normalizer 'bnpo'.")
-        self.normalizer_name: str = getattr(args, "advantage_normalizer", "bnpo")
+        self.normalizer_name: str | dict = getattr(args, "advantage_normalizer", "bnpo")  # a spec
         self.normalizer_kwargs: dict[str, Any] = dict(getattr(args, "normalizer_kwargs", None) or {})
         self.data_source_column: str = getattr(args, "data_source_column", "data_source")
         self.normalizer: Normalizer = get_normalizer(self.normalizer_name, **self.normalizer_kwargs)
-        self._tag_names = ["trl", "grpo", "bnpo-trl", self.normalizer_name]
+        self._tag_names = ["trl", "grpo", "bnpo-trl", spec_label(self.normalizer_name)]
+        self.reward_log: RewardLog | None = None
         self._captured: dict[str, Any] | None = None
         self._resume_state: dict[str, Any] | None = None  # the state a resume at this step starts from
         super().__init__(
@@ -120,8 +124,24 @@ class NormalizedGRPOTrainer(GRPOTrainer):
         for callback in self.callback_handler.callbacks:  # so that they evaluate with the sharded model
             if isinstance(callback, BenchmarkEvalCallback) and callback.trainer is None:
                 callback.trainer = self
-        self.normalizer = self._build_normalizer()
+        self.normalizer = self._build_normalizer(self.normalizer_name, self.normalizer_kwargs, warn=True)
+        self.shadows = ShadowNormalizers(
+            getattr(args, "shadow_normalizers", None) or [], lambda spec: self._build_normalizer(spec, {})
+        )
+        self.filter_zero_signal = bool(getattr(args, "filter_zero_signal", False)) or getattr(
+            self.normalizer, "filters_zero_signal", False
+        )
+        if getattr(args, "save_rewards", False) and args.steps_per_generation * self.num_iterations < (
+            args.gradient_accumulation_steps
+        ):
+            raise ValueError(
+                "save_rewards: true writes one record per optimizer step that generates; with steps_per_generation "
+                "x num_iterations < gradient_accumulation_steps two generations share a step. Raise "
+                "steps_per_generation to at least gradient_accumulation_steps."
+            )
         for option, (default, instead) in _REPLACED_OPTIONS.items():
+            if option == "multi_objective_aggregation" and getattr(self.normalizer, "name", "") == "gdpo":
+                continue  # gdpo computes TRL's normalize_then_sum itself
             if getattr(args, option, default) != default:
                 logger.warning(
                     "%s=%r is ignored: advantages come from advantage_normalizer=%r. For the same effect use %s.",
@@ -131,26 +151,27 @@ class NormalizedGRPOTrainer(GRPOTrainer):
                     instead,
                 )
 
-    def _build_normalizer(self) -> Normalizer:
-        """The normalizer, given the reward functions' declared ranges when it takes ``reward_range``."""
-        cls = resolve_normalizer(self.normalizer_name)
-        if not getattr(cls, "uses_reward_range", False) or "reward_range" in self.normalizer_kwargs:
-            return self.normalizer
+    def _reward_ranges(self) -> list[list[float] | None] | None:
+        """The reward functions' declared ranges (``None`` for an undeclared one), or ``None`` without any."""
         if not self.reward_funcs:
-            return self.normalizer
-        ranges = [reward_range_of(f) for f in self.reward_funcs]
-        undeclared = [name for name, r in zip(self.reward_func_names, ranges, strict=True) if r is None]
-        if undeclared:
+            return None
+        return [list(r) if r else None for r in (reward_range_of(f) for f in self.reward_funcs)]
+
+    def _build_normalizer(self, spec: str | dict, kwargs: dict[str, Any], warn: bool = False) -> Normalizer:
+        """The normalizer of ``spec``, given the reward functions' declared ranges when it takes them."""
+        ranges = self._reward_ranges()
+        norm = build_normalizer(spec, reward_ranges=ranges, **kwargs)
+        undeclared = [n for n, r in zip(self.reward_func_names, ranges or [], strict=False) if r is None]
+        if warn and undeclared and getattr(norm, "uses_reward_range", False) and "reward_range" not in kwargs:
             logger.warning(
                 "Rewards %s declare no reward_range: %r assumes [0, 1] for them and widens it to the running "
-                "min and max of their values (metric normalizer/%s/auto_range_columns). Set normalizer_kwargs reward_range, or the "
-                "function's reward_range attribute, to fix their range.",
+                "min and max of their values (metric normalizer/%s/auto_range_columns). Set normalizer_kwargs "
+                "reward_range, or the function's reward_range attribute, to fix their range.",
                 undeclared,
-                self.normalizer_name,
-                self.normalizer.name,
+                spec_label(spec),
+                norm.name,
             )
-        kwargs = {**self.normalizer_kwargs, "reward_range": [list(r) if r else None for r in ranges]}
-        return get_normalizer(self.normalizer_name, **kwargs)
+        return norm
 
     # -- the two overridden steps -------------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -174,30 +195,84 @@ class NormalizedGRPOTrainer(GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         rewards, data_sources = self._captured["rewards"], self._captured["data_sources"]
         group_size = self.num_generations if mode == "train" else self.num_generations_eval
-        if data_sources is None and getattr(self.normalizer, "requires_data_sources", False):
+        needs_sources = (
+            getattr(self.normalizer, "requires_data_sources", False) or self.shadows.requires_data_sources
+        )
+        if data_sources is None and needs_sources:
             raise ValueError(
-                f"The 'median' normalizer needs the dataset column {self.data_source_column!r} on every row; "
-                "add it to the dataset or set data_source_column to the column that names each row's source."
+                f"The {spec_label(self.normalizer_name)!r} normalizer (or a shadow) needs the dataset column "
+                f"{self.data_source_column!r} on every row; add it to the dataset or set data_source_column to the "
+                "column that names each row's source."
             )
+        lengths = None  # completion token counts of every rank (TRL's loss mask), for opo, shadows, the log
+        if (
+            getattr(self.normalizer, "uses_lengths", False)
+            or self.shadows.uses_lengths
+            or self.args.save_rewards
+        ):
+            lengths = self.accelerator.gather(out["completion_mask"].sum(dim=1)).float().cpu()
         if (
             mode == "train"
         ):  # a resume inside this generation's steps regenerates them: keep the state before it
-            self._resume_state = json.loads(json.dumps(self.normalizer.state_dict()))
-        advantages = self.normalizer(
-            rewards,
-            group_size=group_size,
-            data_sources=data_sources,
-            reward_weights=self.reward_weights,
-            update=mode == "train",
-        )
+            self._resume_state = json.loads(json.dumps(self._states()))
+        common = {
+            "group_size": group_size,
+            "data_sources": data_sources,
+            "reward_weights": self.reward_weights,
+        }
+        extra = {"lengths": lengths} if getattr(self.normalizer, "uses_lengths", False) else {}
+        advantages = self.normalizer(rewards, **common, update=mode == "train", **extra)
         n_local = out["advantages"].shape[0]
         if advantages.shape[0] != n_local * self.accelerator.num_processes:
             raise RuntimeError(f"Got {advantages.shape[0]} gathered rewards for {n_local} local completions.")
         start = self.accelerator.process_index * n_local
         out["advantages"] = advantages[start : start + n_local].to(out["advantages"].device)
+        if self.filter_zero_signal and mode == "train":
+            self._filter_zero_signal(out, advantages, group_size, start)
         self._log_normalizer(mode, advantages, rewards, data_sources, group_size)
+        if self.shadows:
+            shadow_metrics = self.shadows.observe(
+                rewards, advantages, **common, lengths=lengths, update=mode == "train"
+            )
+            for key, value in shadow_metrics.items():
+                self._metrics[mode][key].append(value)
+        if mode == "train" and self.args.save_rewards:
+            self._save_rewards(rewards, group_size, data_sources, lengths)
         self._captured = None
         return out
+
+    def _filter_zero_signal(
+        self, out: dict[str, Any], advantages: torch.Tensor, group_size: int, start: int
+    ) -> None:
+        """Mask the completions of groups whose advantages are all 0 out of the loss, and recount TRL's
+        ``num_items_in_batch`` (the token-level losses divide by it) over the kept completions only."""
+        keep = (advantages.view(-1, group_size).abs().amax(dim=1) != 0).repeat_interleave(group_size)
+        mask = out["completion_mask"]
+        out["completion_mask"] = mask * keep[start : start + mask.shape[0]].to(
+            mask.device, mask.dtype
+        ).unsqueeze(1)
+        loss_mask = (
+            out["completion_mask"] if "tool_mask" not in out else out["completion_mask"] * out["tool_mask"]
+        )
+        out["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+        self._metrics["train"]["normalizer/filtered_fraction"].append(1.0 - keep.float().mean().item())
+
+    def _save_rewards(self, rewards: torch.Tensor, group_size: int, sources, lengths) -> None:
+        """Append this generation's gathered rewards to ``output_dir/rewards.jsonl`` (rank 0)."""
+        if not self.is_world_process_zero():
+            return
+        if self.reward_log is None:
+            self.reward_log = RewardLog(os.path.join(self.args.output_dir, REWARD_LOG_FILE))
+        self.reward_log.append(
+            step=self.state.global_step,
+            group_size=group_size,
+            rewards=rewards,
+            reward_names=self.reward_func_names,
+            reward_weights=self.reward_weights.tolist(),
+            reward_ranges=self._reward_ranges(),
+            data_sources=sources,
+            lengths=None if lengths is None else [int(x) for x in lengths.tolist()],
+        )
 
     def _log_normalizer(
         self, mode: str, advantages: torch.Tensor, rewards: torch.Tensor, sources, group_size: int
@@ -234,7 +309,12 @@ class NormalizedGRPOTrainer(GRPOTrainer):
         )
         if checkpoint is not None and 0 < self.args.max_steps <= checkpoint_step(checkpoint):
             return self._load_finished_run(checkpoint)
-        return super().train(checkpoint, *args, **kwargs)
+        try:
+            return super().train(checkpoint, *args, **kwargs)
+        finally:
+            if self.reward_log is not None:
+                self.reward_log.close()
+                self.reward_log = None
 
     def _load_finished_run(self, checkpoint: str) -> TrainOutput:
         """A checkpoint already at ``max_steps`` (a job preempted at its last step, then requeued): load it
@@ -255,14 +335,19 @@ class NormalizedGRPOTrainer(GRPOTrainer):
         losses = [entry["loss"] for entry in self.state.log_history if "loss" in entry]
         return TrainOutput(self.state.global_step, losses[-1] if losses else float("nan"), {})
 
+    def _states(self) -> dict[str, Any]:
+        """The running state of the normalizer and of every shadow."""
+        return {"state": self.normalizer.state_dict(), "shadow_states": self.shadows.state_dict()}
+
     def _normalizer_payload(self) -> dict[str, Any]:
         generate_every = self.args.steps_per_generation * self.num_iterations
         mid_generation = self._step % generate_every != 0 and self._resume_state is not None
+        states = self._resume_state if mid_generation else self._states()
         return {
             "normalizer": self.normalizer_name,
             "normalizer_kwargs": self.normalizer_kwargs,
             "global_step": self.state.global_step,
-            "state": self._resume_state if mid_generation else self.normalizer.state_dict(),
+            **states,
             "before_last_generation": mid_generation,
         }
 
@@ -271,7 +356,9 @@ class NormalizedGRPOTrainer(GRPOTrainer):
         transformers writes ``trainer_state.json``, pushes the folder or rotates older checkpoints."""
         super().save_model(output_dir, _internal_call)
         payload = self._normalizer_payload()
-        payload["identical_on_ranks"] = self._check_state_on_every_rank(payload["state"])
+        payload["identical_on_ranks"] = self._check_state_on_every_rank(
+            [payload["state"], payload["shadow_states"]]
+        )
         if self.args.should_save:
             write_normalizer_state(output_dir or self.args.output_dir, payload)
 
@@ -283,7 +370,7 @@ class NormalizedGRPOTrainer(GRPOTrainer):
         digests = gather_object([digest]) if self.accelerator.num_processes > 1 else [digest]
         if len(set(digests)) > 1:
             raise RuntimeError(
-                f"The {self.normalizer_name!r} normalizer state differs across ranks (sha256 prefixes "
+                f"The {spec_label(self.normalizer_name)!r} normalizer state differs across ranks (its own or a shadow's; sha256 prefixes "
                 f"{[d[:12] for d in digests]}): refusing to save a checkpoint that would resume differently "
                 "on each rank. Please report this with the launch command."
             )
@@ -326,9 +413,10 @@ class NormalizedGRPOTrainer(GRPOTrainer):
                 self.normalizer.load_state_dict(payload["state"])
             except (KeyError, TypeError, ValueError) as err:
                 problem = f"invalid state ({type(err).__name__}: {err}); resume from an earlier checkpoint"
+        where = f"{checkpoint}/{NORMALIZER_STATE_FILE}"
+        self.shadows.load_state_dict(payload.get("shadow_states") or {}, where)
         if problem is None:
             return
-        where = f"{checkpoint}/{NORMALIZER_STATE_FILE}"
         if getattr(self.args, "allow_fresh_normalizer_state", False):
             logger.warning(
                 "%s: %s. allow_fresh_normalizer_state: the normalizer starts fresh.", where, problem
@@ -365,10 +453,12 @@ _CITATIONS = {
 }
 
 
-def model_card_section(normalizer: str, kwargs: dict[str, Any]) -> str:
+def model_card_section(normalizer: str | dict, kwargs: dict[str, Any]) -> str:
     """The model-card paragraph that records how advantages were computed, with the method's citation."""
     options = json.dumps(kwargs, sort_keys=True) if kwargs else "{} (defaults)"
-    canonical = resolve_normalizer(normalizer).name
+    canonical = resolve_normalizer(normalizer).name if isinstance(normalizer, str) else None
+    if isinstance(normalizer, dict):
+        normalizer = json.dumps(normalizer, sort_keys=True)
     text = (
         "\n## Advantage normalization\n\n"
         f"Trained with bnpo-trl's `NormalizedGRPOTrainer` (a TRL plugin): advantages from the `{normalizer}` "

@@ -3,6 +3,8 @@
     python scripts/bench_overhead.py                 # 16 rounds x 20 timed steps per trainer; writes the
                                                      # bench_overhead block of docs/benchmarks.md
     python scripts/bench_overhead.py --quick         # 1 round x 3 steps, prints only (test suite)
+    python scripts/bench_overhead.py --rounds 8 --batch-size 64 --group-size 8 --completion-length 32 \
+        --shadows group,ebpo,bnpo --section bench_overhead_shadows   # the shadows' share of a step
 
 A = ``NormalizedGRPOTrainer`` with ``advantage_normalizer="group"``, B = ``trl.GRPOTrainer`` with
 ``scale_rewards="group"``: the same advantages, so with the same seed both runs generate the same
@@ -14,7 +16,8 @@ machine disturbs less: time spent waiting for a core is not counted). TRL's own 
 (wall time of ``training_step`` only) is reported too, and so is the ratio of the 10% quantiles (fast
 steps, the least disturbed by other processes). In A, the three things it does that B does not - the
 normalizer call, the extra logging (``_log_normalizer``) and the ``gather_object`` of the data sources -
-are timed one by one to give their share of a step.
+are timed one by one to give their share of a step. With ``--shadows group,ebpo,bnpo`` A also runs those
+shadow normalizers, timed the same way (goal: they add < 1% of a step).
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ class Run:
     normalizer: list[dict[str, float]] = field(default_factory=list)  # A only, timed steps
     log: list[dict[str, float]] = field(default_factory=list)  # A only: _log_normalizer, timed steps
     gather: list[dict[str, float]] = field(default_factory=list)  # A only: gather_object of the sources
+    shadows: list[dict[str, float]] = field(default_factory=list)  # A only: the shadow normalizers
 
     def get(self, what: str, clock: str) -> list[float]:
         return [s[clock] for s in getattr(self, what)]
@@ -135,7 +139,7 @@ def run_once(kind: str, model_path: str, tokenizer: Any, args: argparse.Namespac
     if kind == "A":
         trainer_cls, config = (
             NormalizedGRPOTrainer,
-            NormalizedGRPOConfig(advantage_normalizer="group", **common),
+            NormalizedGRPOConfig(advantage_normalizer="group", shadow_normalizers=args.shadows, **common),
         )
     else:
         trainer_cls, config = GRPOTrainer, GRPOConfig(scale_rewards="group", **common)
@@ -153,6 +157,8 @@ def run_once(kind: str, model_path: str, tokenizer: Any, args: argparse.Namespac
         trainer.normalizer = timers["normalizer"] = Timed(trainer.normalizer)
         trainer._log_normalizer = timers["log"] = Timed(trainer._log_normalizer)
         trainer_module.gather_object = timers["gather"] = Timed(gather_object)
+        if trainer.shadows:
+            trainer.shadows.observe = timers["shadows"] = Timed(trainer.shadows.observe)
     try:
         trainer.train()
     finally:
@@ -255,11 +261,14 @@ def report(runs: list[Run], args: argparse.Namespace, seconds: float, load: tupl
         "|---|---:|---:|---:|---:|",
     ]
     total = dict.fromkeys(CLOCKS, 0.0)
-    for what, label in (
+    parts = [
         ("normalizer", "normalizer call (`group`)"),
         ("log", "`_log_normalizer` (extra metrics)"),
         ("gather", "`gather_object` of the data sources"),
-    ):
+    ]
+    if args.shadows:
+        parts.append(("shadows", f"shadow normalizers ({args.shadows.replace(',', ', ')})"))
+    for what, label in parts:
         cells = []
         for clock in CLOCKS:
             value = statistics.median(pooled(a_runs, what, clock))
@@ -287,6 +296,17 @@ def report(runs: list[Run], args: argparse.Namespace, seconds: float, load: tupl
             "shared machine: see the load average and the per-round spread)."
         )
     lines += ["", summary]
+    if args.shadows:
+        shadow_share = statistics.median(pooled(a_runs, "shadows", "cpu")) / statistics.median(
+            pooled(a_runs, "steps", "cpu")
+        )
+        lines += [
+            "",
+            f"Shadow normalizers ({args.shadows}): {shadow_share:.2%} of A's CPU time per step of "
+            f"{args.batch_size} completions x up to {args.completion_length} tokens, timed directly (goal < 1%: "
+            f"{'met' if shadow_share < 0.01 else 'not met'}; their cost is about constant per step, so the share "
+            "falls as steps grow).",
+        ]
     return "\n".join(lines)
 
 
@@ -295,6 +315,10 @@ against TRL's `GRPOTrainer` (`scale_rewards="group"`, B) on the tiny offline mod
 process with the same seed (the script's docstring says what a step includes). The tiny model makes a
 step as short as it gets, so the relative overhead here is an upper bound for real models. Wall time is
 what a user waits; CPU time excludes the time the process waited for a core on a shared machine.
+"""
+SHADOW_TEXT = """With `--shadows`, A also runs shadow normalizers (each computes advantages every step from the same
+rewards without training on them), so the ratio A / B includes them; their own share is the "shadow
+normalizers" row.
 """
 
 
@@ -309,11 +333,19 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=4, help="num_generations")
     parser.add_argument("--completion-length", type=int, default=16, help="max_completion_length")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--shadows", default="", help="shadow normalizers of A, comma-separated (default: none)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch default)")
     parser.add_argument(
         "--docs", type=Path, default=None, help="default: docs/benchmarks.md (full run); --quick: none"
     )
     parser.add_argument("--quick", action="store_true", help="1 round x 3 steps (test suite)")
+    parser.add_argument(
+        "--section",
+        default="bench_overhead",
+        help="the docs block to write (bench_overhead_shadows: larger steps)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.steps, args.warmup, args.completion_length = 1, 3, 1, 8
@@ -339,8 +371,8 @@ def main() -> None:
     text = report(runs, args, time.perf_counter() - start, (load_start, os.getloadavg()[0]))
     print("\n" + text)
     if args.docs is not None:
-        write_section(args.docs, "bench_overhead", DOC_TEXT + "\n" + text)
-        print(f"\nwrote the bench_overhead block of {args.docs}")
+        write_section(args.docs, args.section, DOC_TEXT + (SHADOW_TEXT if args.shadows else "") + "\n" + text)
+        print(f"\nwrote the {args.section} block of {args.docs}")
 
 
 if __name__ == "__main__":

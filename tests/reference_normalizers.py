@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from fractions import Fraction
 
 NAN = math.nan
 EPS = 1e-4
@@ -371,3 +372,157 @@ def reinforce_pp_ref(rewards: Sequence[float], group_size: int, eps: float = 1e-
         return [NAN] * len(centred)
     mean, std = statistics.fmean(values), statistics.stdev(values)
     return [NAN if isnan(a) else (a - mean) / (std + eps) for a in centred]
+
+
+# ------------------------------------------------------------------------------------ opo / gdpo / passk
+
+
+def opo_ref(rewards: Sequence[float], group_size: int, lengths: Sequence[float] | None = None) -> list[float]:
+    """OPO: A = r - sum(l r) / sum(l) over the group's scored rows; all lengths 1 when none are given, the
+    plain mean when the scored lengths sum to 0."""
+    lengths = [1.0] * len(rewards) if lengths is None else [float(x) for x in lengths]
+    out = []
+    for g, lg in zip(groups(rewards, group_size), groups(lengths, group_size), strict=True):
+        pairs = [(r, length) for r, length in zip(g, lg, strict=True) if not isnan(r)]
+        total = math.fsum(length for _, length in pairs)
+        weighted = math.fsum(r * length for r, length in pairs)
+        baseline = weighted / total if total > 0 else mean_or_nan(g)
+        out += [r - baseline for r in g]
+    return out
+
+
+def gdpo_ref(rows: Sequence, group_size: int, weights: Sequence[float] | None = None, eps: float = EPS):
+    """TRL 1.16 ``normalize_then_sum``, one group and one reward column at a time.
+
+    Per group and column: (r - mean) / (stdev + eps), stdev 0 for G = 1 and NaN below 2 scored values;
+    per row: sum of w_k * those over the non-NaN ones (0 if none; NaN if every reward of the row is NaN);
+    then (s - mean(s)) / (stdev(s) + eps) over the batch (stdev 0 for a single row).
+    """
+    cells = [list(r) if isinstance(r, (list, tuple)) else [r] for r in rows]
+    num_funcs = len(cells[0])
+    w = list(weights) if weights is not None else [1.0] * num_funcs
+    normalized = [[NAN] * num_funcs for _ in cells]
+    for start in range(0, len(cells), group_size):
+        members = range(start, start + group_size)
+        for k in range(num_funcs):
+            column = [cells[i][k] for i in members]
+            m = mean_or_nan(column)
+            s = 0.0 if group_size == 1 else stdev_or_nan(column)
+            for i in members:
+                normalized[i][k] = div(cells[i][k] - m, s + eps)
+    summed = []
+    for row, norm_row in zip(cells, normalized, strict=True):
+        if all(isnan(x) for x in row):
+            summed.append(NAN)
+            continue
+        summed.append(math.fsum(w[k] * a for k, a in enumerate(norm_row) if not isnan(a)))
+    s_all = 0.0 if len(summed) == 1 else stdev_or_nan(summed)
+    m_all = mean_or_nan(summed)
+    return [div(x - m_all, s_all + eps) for x in summed]
+
+
+def passk_ref(rewards: Sequence[float], group_size: int, k: int = 2, threshold: float = 0.5) -> list[float]:
+    """Analytic Pass@k advantage with exact fractions and ``math.comb``; success = reward >= threshold.
+
+    Per group with N scored responses, N_neg failures, k' = min(k, N): R = 1 - C(N_neg, k')/C(N, k'),
+    sigma = sqrt(R (1 - R)); A_pos = (1 - R)/sigma, A_neg = (1 - R - C(N_neg-1, k'-1)/C(N-1, k'-1))/sigma;
+    0 where sigma = 0.
+    """
+    out = []
+    for g in groups(rewards, group_size):
+        wins = [None if isnan(r) else r >= threshold for r in g]
+        n = sum(w is not None for w in wins)
+        n_neg = sum(w is False for w in wins)
+        if n == 0:
+            out += [NAN] * len(g)
+            continue
+        kk = min(k, n)
+        r_bar = 1 - Fraction(math.comb(n_neg, kk), math.comb(n, kk))
+        if r_bar in (0, 1):
+            out += [NAN if w is None else 0.0 for w in wins]
+            continue
+        sigma = math.sqrt(r_bar * (1 - r_bar))
+        a_pos = float(1 - r_bar) / sigma
+        a_neg = float(1 - r_bar - Fraction(math.comb(n_neg - 1, kk - 1), math.comb(n - 1, kk - 1))) / sigma
+        out += [NAN if w is None else (a_pos if w else a_neg) for w in wins]
+    return out
+
+
+def beta_fit_ref(ps: Sequence[float]) -> tuple[float, float] | None:
+    """BNPO's (alpha, beta) from scored success rates by moments; None with < 2 of them or no spread."""
+    vals = scored(ps)
+    if len(vals) < 2:
+        return None
+    mu, v = math.fsum(vals) / len(vals), statistics.variance(vals)
+    if not v > 0:
+        return None
+    common = mu * (1 - mu) / v - 1
+    return max(1.0, 1 + common * mu / 3), max(1.0, 1 + common * (1 - mu) / 3)
+
+
+def bnpo_per_source_ref(
+    rewards: Sequence[float], group_size: int, sources: Sequence[str], max_weight: float = 1e6
+) -> tuple[list[float], int]:
+    """BNPO (rewards in [0, 1]) with one Beta fit per data source; a source without a fit of its own takes
+    the pooled one (alpha = beta = 1 when that fails too). -> (advantages, number of pooled sources)."""
+    gs = groups(rewards, group_size)
+    p = [mean_or_nan(g) for g in gs]
+    group_source = list(sources[::group_size])
+    pooled = beta_fit_ref(p) or (1.0, 1.0)
+    fits, fallbacks = {}, 0
+    for source in dict.fromkeys(group_source):
+        own = beta_fit_ref([p[i] for i, s in enumerate(group_source) if s == source])
+        fallbacks += own is None
+        fits[source] = own or pooled
+    adv = []
+    for g, p_g, source in zip(gs, p, group_source, strict=True):
+        weight = inverse_beta_pdf(p_g, *fits[source], max_weight)[0] if not isnan(p_g) else NAN
+        adv += [(r - p_g) * weight for r in g]
+    return adv, fallbacks
+
+
+class EBPOPerSourceRef:
+    """EBPO with a prior per data source (one pair of sequential Welfords each); a source with fewer than 2
+    group means seen so far uses the pooled prior; standardization over the whole batch."""
+
+    def __init__(self, eps: float = EPS) -> None:
+        self.eps = eps
+        self.pooled = (SequentialWelford(), SequentialWelford())
+        self.by_source: dict[str, tuple[SequentialWelford, SequentialWelford]] = {}
+        self.fallbacks = 0
+
+    @staticmethod
+    def _fed(prior, gs):
+        rw, gw = prior[0].copy(), prior[1].copy()
+        for g in gs:
+            for r in scored(g):
+                rw.add(r)
+            if scored(g):
+                gw.add(mean_or_nan(g))
+        return rw, gw
+
+    def __call__(self, rewards: Sequence[float], group_size: int, sources: Sequence[str]) -> list[float]:
+        gs = groups(rewards, group_size)
+        group_source = list(sources[::group_size])
+        self.pooled = self._fed(self.pooled, gs)
+        used, self.fallbacks = {}, 0
+        for source in dict.fromkeys(group_source):
+            mine = [g for g, s in zip(gs, group_source, strict=True) if s == source]
+            empty = (SequentialWelford(), SequentialWelford())
+            self.by_source[source] = self._fed(self.by_source.get(source, empty), mine)
+            enough = self.by_source[source][1].count >= 2
+            self.fallbacks += not enough
+            used[source] = self.by_source[source] if enough else self.pooled
+        raw = []
+        for g, source in zip(gs, group_source, strict=True):
+            rw, gw = used[source]
+            n_g = len(scored(g))
+            if n_g == 0:
+                raw += [NAN] * len(g)
+                continue
+            noise = rw.variance / n_g
+            shrink = noise / (noise + gw.variance) if noise + gw.variance != 0 else 0.0
+            baseline = (1 - shrink) * mean_or_nan(g) + shrink * rw.mean
+            raw += [r - baseline for r in g]
+        m, s = mean_or_nan(raw), stdev_or_nan(raw)
+        return [div(x - m, (0.0 if isnan(s) else s) + self.eps) for x in raw]

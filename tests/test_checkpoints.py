@@ -81,12 +81,24 @@ def test_bad_normalizer_kwargs_fail_when_the_config_is_built(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "option, value", [("scale_rewards", "batch"), ("multi_objective_aggregation", "normalize_then_sum")]
+    "option, value, normalizer",
+    [("scale_rewards", "batch", "bnpo"), ("multi_objective_aggregation", "normalize_then_sum", "group")],
 )
-def test_ignored_trl_options_warn_with_the_replacement(option, value, tiny_path, tokenizer, tmp_path, caplog):
+def test_ignored_trl_options_warn_with_the_replacement(
+    option, value, normalizer, tiny_path, tokenizer, tmp_path, caplog
+):
+    config = tiny_config(tmp_path, advantage_normalizer=normalizer, **{option: value})
     with caplog.at_level(logging.WARNING, logger="bnpo_trl.trainer"):
-        make(tiny_path, tokenizer, tiny_config(tmp_path, **{option: value}))
+        make(tiny_path, tokenizer, config)
     assert f"{option}={value!r} is ignored" in caplog.text and "advantage_normalizer:" in caplog.text
+
+
+def test_normalize_then_sum_maps_onto_gdpo_and_is_not_ignored(tiny_path, tokenizer, tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        config = tiny_config(tmp_path, multi_objective_aggregation="normalize_then_sum")
+        trainer = make(tiny_path, tokenizer, config)
+    assert config.advantage_normalizer == "gdpo" and trainer.normalizer.name == "gdpo"
+    assert "maps onto advantage_normalizer='gdpo'" in caplog.text and "is ignored" not in caplog.text
 
 
 def test_zero_signal_fraction_counts_groups_without_advantage(tiny_path, tokenizer, tmp_path):

@@ -35,8 +35,11 @@ from tests.reference_normalizers import (
     batch_ref,
     combine,
     finalize,
+    gdpo_ref,
     group_ref,
     none_ref,
+    opo_ref,
+    passk_ref,
     reinforce_pp_ref,
     rloo_ref,
 )
@@ -44,7 +47,19 @@ from tests.reference_normalizers import (
 SEEDS = [0, 1, 2]
 GROUP_SIZES = [1, 2, 4, 16]
 SOURCES = ["math", "code", "logic"]
-CANONICAL = ["group", "batch", "none", "rloo", "reinforce_pp", "bnpo", "ebpo", "median"]
+CANONICAL = [
+    "group",
+    "batch",
+    "none",
+    "rloo",
+    "reinforce_pp",
+    "bnpo",
+    "ebpo",
+    "median",
+    "opo",
+    "gdpo",
+    "passk",
+]
 ALIASES = {
     "grpo": "group",
     "dr_grpo": "none",
@@ -139,6 +154,8 @@ STATELESS_REFS = {
     "none": lambda r, g: none_ref(r, g),
     "rloo": lambda r, g: rloo_ref(r, g),
     "reinforce_pp": lambda r, g: reinforce_pp_ref(r, g),
+    "opo": lambda r, g: opo_ref(r, g),  # no lengths given: equal lengths
+    "passk": lambda r, g: passk_ref(r, g),  # k = 2, threshold 0.5: non-binary rewards are thresholded
 }
 
 
@@ -147,6 +164,8 @@ def reference_call(name: str, rewards: torch.Tensor, group_size: int, weights=No
     rows = as_rows(rewards)
     if name == "bnpo":
         return BNPORef()(rows, group_size, weights)
+    if name == "gdpo":  # normalises each reward column, then sums
+        return finalize(gdpo_ref(rows, group_size, weights))
     combined = combine(rows, weights)
     if name == "ebpo":
         return EBPORef()(combined, group_size)
@@ -380,6 +399,105 @@ def test_stateless_builtins_are_registered_functions(name):
     assert type(copy.deepcopy(norm)) is cls
 
 
+# ------------------------------------------------------------------------------- lengths (the contract)
+
+
+class _OldSignature(Normalizer):
+    """A user subclass written before ``lengths`` existed: compute takes exactly five arguments."""
+
+    def compute(self, rewards, group_size, data_sources, reward_weights, update):
+        return rewards * 3
+
+
+class _SeesLengths(Normalizer):
+    uses_lengths = True
+
+    def compute(self, rewards, group_size, data_sources, reward_weights, update, lengths):
+        self.seen = lengths
+        return rewards if lengths is None else rewards * lengths
+
+
+def test_uses_lengths_flags():
+    flags = {name: get_normalizer(name).uses_lengths for name in ALL_NAMES}
+    assert flags == {name: ALIASES.get(name, name) == "opo" for name in ALL_NAMES}
+
+
+@pytest.mark.parametrize("name", [n for n in CANONICAL if n != "opo"])
+def test_lengths_are_ignored_by_normalizers_that_do_not_use_them(name):
+    rewards = random_rewards(4, 4, num_funcs=2, unit=True)
+    sources = random_sources(4, rewards.shape[0] // 4, 4)
+    lengths = [float(7 * i % 13) for i in range(rewards.shape[0])]
+    plain = get_normalizer(name)(rewards, group_size=4, data_sources=sources)
+    given = get_normalizer(name)(rewards, group_size=4, data_sources=sources, lengths=lengths)
+    assert torch.equal(plain, given)
+
+
+def test_old_compute_signature_still_works_when_lengths_are_passed():
+    rewards = torch.tensor([1.0, NAN, -2.0, 0.5])
+    assert _OldSignature()(rewards, 2).tolist() == [3.0, 0.0, -6.0, 1.5]
+    assert _OldSignature()(rewards, 2, lengths=[1, 2, 3, 4]).tolist() == [3.0, 0.0, -6.0, 1.5]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lengths_reach_compute_as_a_float_tensor_or_none(dtype):
+    norm = _SeesLengths()
+    rewards = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=dtype)
+    assert norm(rewards, 2).tolist() == [1.0, 2.0, 3.0, 4.0] and norm.seen is None
+    assert norm(rewards, 2, lengths=[0, 1, 2, 3]).tolist() == [0.0, 2.0, 6.0, 12.0]
+    assert norm.seen.dtype == dtype and norm.seen.tolist() == [0.0, 1.0, 2.0, 3.0]
+    norm(rewards, 2, lengths=torch.tensor([5, 6, 7, 8]))  # an int tensor (token counts) is converted
+    assert norm.seen.dtype == dtype and norm.seen.tolist() == [5.0, 6.0, 7.0, 8.0]
+
+
+@pytest.mark.parametrize(
+    "lengths,match",
+    [
+        ([1, 2, 3], r"lengths has shape \(3,\) for 4 rewards"),
+        ([[1, 2], [3, 4]], r"lengths has shape \(2, 2\)"),
+        (5, r"lengths has shape \(\) for 4 rewards"),
+        ([1, -1, 3, 4], r"finite and >= 0.*\[-1\.0\] at rows \[1\]"),
+        ([1, 2, NAN, 4], r"finite and >= 0.*rows \[2\]"),
+        ([1, 2, 3, math.inf], r"finite and >= 0.*rows \[3\]"),
+        (["a", "b", "c", "d"], "completion token counts"),
+    ],
+)
+@pytest.mark.parametrize("name", ["group", "opo", "gdpo"])
+def test_bad_lengths_are_an_error_naming_the_fix(name, lengths, match):
+    with pytest.raises(ValueError, match=match):
+        get_normalizer(name)(torch.tensor([1.0, 0.0, 0.0, 1.0]), group_size=2, lengths=lengths)
+
+
+@pytest.mark.usefixtures("isolated_registry")
+def test_registered_function_with_lengths_receives_them():
+    seen = []
+
+    @register_normalizer("test_length_scaled")
+    def length_scaled(rewards, group_size, lengths=None, scale=1.0):
+        seen.append(lengths)
+        return scale * rewards if lengths is None else scale * rewards * lengths
+
+    cls = registry_module.resolve_normalizer("test_length_scaled")
+    assert cls.uses_lengths is True
+    assert registry_module.resolve_normalizer("group").uses_lengths is False
+    norm = get_normalizer("test_length_scaled", scale=2.0)
+    assert norm.options == {"scale": 2.0}  # lengths is an argument of each call, not an option
+    with pytest.raises(ValueError, match=r"does not accept \['lengths'\]"):
+        get_normalizer("test_length_scaled", lengths=[1, 2])
+    rewards = torch.tensor([1.0, 0.5, NAN, 2.0])
+    assert norm(rewards, group_size=2).tolist() == [2.0, 1.0, 0.0, 4.0] and seen[-1] is None
+    assert norm(rewards, group_size=2, lengths=[3, 2, 1, 0]).tolist() == [6.0, 2.0, 0.0, 0.0]
+    assert seen[-1].dtype == torch.float32 and seen[-1].tolist() == [3.0, 2.0, 1.0, 0.0]
+
+
+@pytest.mark.usefixtures("isolated_registry")
+def test_registered_function_without_lengths_ignores_them():
+    register_normalizer("test_centred")(_centred_scaled)
+    norm = get_normalizer("test_centred")
+    assert norm.uses_lengths is False
+    rewards = random_rewards(1, 4)
+    assert torch.equal(norm(rewards, 4), norm(rewards, 4, lengths=[1] * rewards.shape[0]))
+
+
 # --------------------------------------------------------------------------------- requires_data_sources
 
 
@@ -405,6 +523,7 @@ def _bare_trainer(monkeypatch, normalizer):
 
     from trl import GRPOTrainer
 
+    from bnpo_trl.shadows import ShadowNormalizers
     from bnpo_trl.trainer import NormalizedGRPOTrainer
 
     def scored_without_sources(self, inputs):
@@ -418,6 +537,9 @@ def _bare_trainer(monkeypatch, normalizer):
     trainer.data_source_column, trainer.num_generations, trainer.reward_weights = "origin", 2, None
     trainer.model = torch.nn.Linear(1, 1)  # in training mode
     trainer.accelerator = SimpleNamespace(num_processes=1, process_index=0)
+    trainer.shadows, trainer.filter_zero_signal = ShadowNormalizers([], get_normalizer), False
+    trainer.args = SimpleNamespace(save_rewards=False)
+    trainer._states = dict
     return trainer
 
 
@@ -1022,7 +1144,7 @@ def test_state_round_trip_through_json(name, kwargs):
     assert not torch.allclose(fresh, expected)
 
 
-@pytest.mark.parametrize("name", ["group", "batch", "none", "rloo", "bnpo"])
+@pytest.mark.parametrize("name", ["group", "batch", "none", "rloo", "bnpo", "opo", "gdpo", "passk"])
 def test_stateless_state_dict_is_empty(name):
     norm = get_normalizer(name)
     norm(_bnpo_batch(0), group_size=8)

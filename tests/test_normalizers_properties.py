@@ -11,7 +11,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bnpo_trl.normalizers import get_normalizer
-from tests.reference_normalizers import batch_ref, combine, finalize, group_ref, none_ref, rloo_ref
+from tests.reference_normalizers import (
+    batch_ref,
+    combine,
+    finalize,
+    group_ref,
+    none_ref,
+    opo_ref,
+    passk_ref,
+    rloo_ref,
+)
+from tests.test_estimators import trl_normalize_then_sum
 
 SETTINGS = settings(
     max_examples=30,
@@ -91,7 +101,21 @@ def json_round_trip(norm, name: str, kwargs: dict):
         ("ebpo", {"standardize": False}),
         ("median", {}),
         ("median", {"window": 2, "center": "source_median"}),
+        ("opo", {}),
+        ("gdpo", {}),
+        ("gdpo", {"eps": 0.0}),
+        ("passk", {}),
+        ("passk", {"k": 1}),
+        ("passk", {"k": 5, "threshold": 0.0}),
+        ("reinforce_pp", {}),
+        ("ebpo", {"per_source": True}),
+        ({"center": "ebpo", "scale": "batch_std", "post": ["standardize", "clip"]}, {}),
+        ({"center": "running_mean", "scale": "group_std", "per_source": True}, {}),
+        ({"center": "source_median", "scale": "source_std", "post": ["filter_zero_signal"]}, {}),
+        ({"center": "loo", "scale": "none"}, {}),
+        ({"center": "opo", "scale": "group_std"}, {}),
     ],
+    ids=lambda x: json.dumps(x, sort_keys=True) if isinstance(x, dict) else x,
 )
 @SETTINGS
 @given(first=reward_batches(), second=reward_batches())
@@ -116,24 +140,36 @@ def test_finite_float32_for_any_rewards(name, kwargs, first, second):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{}, {"alpha": 1.5, "beta": 1.5}, {"alpha": 0.5, "beta": 3.0}, {"ema": 0.8}, {"max_weight": 10.0}],
-    ids=["fitted", "three_halves", "fixed_skewed", "ema", "max_weight"],
+    [
+        {},
+        {"alpha": 1.5, "beta": 1.5},
+        {"alpha": 0.5, "beta": 3.0},
+        {"ema": 0.8},
+        {"max_weight": 10.0},
+        {"per_source": True},
+        {"name": "composed"},
+    ],
+    ids=["fitted", "three_halves", "fixed_skewed", "ema", "max_weight", "per_source", "ebpo_centre"],
 )
 @SETTINGS
 @given(first=reward_batches(unit=True), second=reward_batches(unit=True))
 def test_bnpo_finite_float32_for_unit_rewards(kwargs, first, second):
-    norm = get_normalizer("bnpo", **kwargs)
+    name = "bnpo"
+    if kwargs.get("name") == "composed":  # the algebra's bnpo scale behind another centre
+        name, kwargs = {"center": "ebpo", "scale": {"name": "bnpo", "ema": 0.5}, "per_source": True}, {}
+    norm = get_normalizer(name, **kwargs)
     # a single (N, 1) column is not decomposed: keep its weighted value w * r inside [0, 1]
     first, second = (
         (r, g, None if r.dim() == 2 and r.shape[1] == 1 else w, s) for r, g, w, s in (first, second)
     )
-    for rewards, group_size, weights, _ in (first, second):
-        adv = norm(rewards, group_size=group_size, reward_weights=weights)
+    for rewards, group_size, weights, sources in (first, second):
+        adv = norm(rewards, group_size=group_size, reward_weights=weights, data_sources=sources)
         check_contract(adv, rewards)
-    rewards, group_size, weights, _ = first
-    restored = json_round_trip(norm, "bnpo", kwargs)
-    expected = norm(rewards, group_size=group_size, reward_weights=weights)
-    assert torch.equal(restored(rewards, group_size=group_size, reward_weights=weights), expected)
+    rewards, group_size, weights, sources = first
+    restored = json_round_trip(norm, name, kwargs)
+    expected = norm(rewards, group_size=group_size, reward_weights=weights, data_sources=sources)
+    got = restored(rewards, group_size=group_size, reward_weights=weights, data_sources=sources)
+    assert torch.equal(got, expected)
 
 
 @SETTINGS
@@ -146,7 +182,14 @@ def test_bnpo_finite_with_not_decomposed_sum(batch):
     check_contract(norm(rewards, group_size=group_size, reward_weights=weights), rewards)
 
 
-REFERENCES = {"group": group_ref, "batch": batch_ref, "none": none_ref, "rloo": rloo_ref}
+REFERENCES = {
+    "group": group_ref,
+    "batch": batch_ref,
+    "none": none_ref,
+    "rloo": rloo_ref,
+    "opo": opo_ref,  # without lengths: equal lengths
+    "passk": passk_ref,  # k = 2, threshold 0.5
+}
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
@@ -170,3 +213,50 @@ def test_mean_baselines_sum_to_zero_per_group(name, batch):
     scale = max(1.0, float(torch.nan_to_num(rewards.abs(), nan=0.0).max()) * total_weight)
     for total in adv.view(-1, group_size).sum(dim=1).tolist():
         assert abs(total) <= 1e-5 * scale * group_size
+
+
+@SETTINGS
+@given(batch=reward_batches(values=GRID), data=st.data())
+def test_opo_with_lengths_matches_reference(batch, data):
+    rewards, group_size, weights, _ = batch
+    n = rewards.shape[0]
+    lengths = data.draw(st.lists(st.integers(0, 4096), min_size=n, max_size=n))
+    norm = get_normalizer("opo")
+    adv = norm(rewards, group_size=group_size, reward_weights=weights, lengths=lengths)
+    check_contract(adv, rewards)
+    expected = finalize(opo_ref(combine(rewards.tolist(), weights), group_size, lengths))
+    torch.testing.assert_close(adv, torch.tensor(expected, dtype=torch.float32), rtol=1e-5, atol=1e-5)
+    assert norm.last_stats["opo/no_lengths"] == 0.0
+
+
+@SETTINGS
+@given(batch=reward_batches(), data=st.data())
+def test_opo_finite_for_any_rewards_and_lengths(batch, data):
+    rewards, group_size, weights, _ = batch
+    n = rewards.shape[0]
+    lengths = data.draw(st.lists(st.integers(0, 2**20), min_size=n, max_size=n))
+    check_contract(
+        get_normalizer("opo")(rewards, group_size, reward_weights=weights, lengths=lengths), rewards
+    )
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+@SETTINGS
+@given(batch=reward_batches())
+def test_passk_matches_reference_for_any_rewards(k, batch):
+    rewards, group_size, weights, _ = batch
+    expected = finalize(passk_ref(combine(rewards.tolist(), weights), group_size, k=k))
+    adv = get_normalizer("passk", k=k)(rewards, group_size=group_size, reward_weights=weights)
+    check_contract(adv, rewards)
+    torch.testing.assert_close(adv, torch.tensor(expected, dtype=torch.float32), rtol=1e-5, atol=1e-5)
+
+
+@SETTINGS
+@given(batch=reward_batches())
+def test_gdpo_equals_trl_normalize_then_sum_for_any_rewards(batch):
+    rewards, group_size, weights, _ = batch
+    per_func = rewards if rewards.dim() == 2 else rewards.unsqueeze(1)
+    w = torch.tensor(weights) if weights else torch.ones(per_func.shape[1])
+    adv = get_normalizer("gdpo")(rewards, group_size=group_size, reward_weights=weights)
+    check_contract(adv, rewards)
+    assert torch.equal(adv, trl_normalize_then_sum(per_func, w, group_size))

@@ -25,15 +25,19 @@ from bnpo_trl.normalizers.builtin import (
     RLOONormalizer,
     SourceMedianNormalizer,
 )
+from bnpo_trl.normalizers.estimators import GDPONormalizer, OPONormalizer, PassAtKNormalizer
 from bnpo_trl.normalizers.state import Welford
 
 __all__ = [
     "BNPONormalizer",
     "BatchNormalizer",
     "EBPONormalizer",
+    "GDPONormalizer",
     "GroupNormalizer",
     "MeanOnlyNormalizer",
     "Normalizer",
+    "OPONormalizer",
+    "PassAtKNormalizer",
     "RLOONormalizer",
     "ReinforcePPNormalizer",
     "SourceMedianNormalizer",

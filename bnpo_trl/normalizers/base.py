@@ -1,15 +1,15 @@
 """The normalizer interface and the registry that maps names to normalizer classes.
 
-A stateless normalizer can be registered as a plain function ``f(rewards, group_size, **options)``; the
-registry wraps it in a :class:`Normalizer` subclass, so that validation, NaN handling and the trainer's
-interface are the same for every normalizer.
+A stateless normalizer can be registered as a plain function ``f(rewards, group_size, **options)`` (add a
+``lengths`` parameter to receive the completion lengths); the registry wraps it in a :class:`Normalizer`
+subclass, so that validation, NaN handling and the trainer's interface are the same for every normalizer.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -38,11 +38,16 @@ _REQUIRED_ATTRS = ("__call__", "state_dict", "load_state_dict", "last_stats")
 class Normalizer:
     """Turns gathered rewards into advantages; subclasses implement :meth:`compute`.
 
-    Call as ``norm(rewards, group_size=G, data_sources=None, reward_weights=None, update=True)``:
+    Call as ``norm(rewards, group_size=G, data_sources=None, reward_weights=None, update=True,
+    lengths=None)``:
 
     - ``rewards``: (N,) or (N, F) float tensor, ``N = P * G``, groups contiguous; NaN = not scored.
       ±inf and values beyond ±:data:`MAX_ABS_REWARD` (a reward model's overflow) are treated as NaN and
       counted in ``last_stats["nonfinite_rewards"]``; they never reach the running state.
+    - ``lengths`` (keyword): (N,) completion token counts (the trainer passes them), finite and >= 0, else
+      ValueError. They reach :meth:`compute` (as ``lengths=``, a float tensor of the rewards' dtype, or
+      ``None`` when the caller gave none) only when the class sets ``uses_lengths = True``; any other
+      normalizer ignores them and its ``compute`` is called with the five arguments below, as before.
     - returns (N,) float32 on the input's device, finite; rows whose rewards are all NaN get 0.
     - ``update=False`` leaves running state untouched (evaluation).
     - after a call, ``last_stats`` holds ``{"<name>/<stat>": float}`` to log.
@@ -55,6 +60,8 @@ class Normalizer:
     requires_data_sources: bool = False
     #: True when it takes ``reward_range`` (the trainer then passes the reward functions' declared ranges).
     uses_reward_range: bool = False
+    #: True when :meth:`compute` takes the keyword ``lengths`` ((N,) completion lengths, or None).
+    uses_lengths: bool = False
 
     def __init__(self, eps: float = 1e-4) -> None:
         if not eps >= 0:
@@ -70,7 +77,10 @@ class Normalizer:
         reward_weights: torch.Tensor | None,
         update: bool,
     ) -> torch.Tensor:
-        """(N,) combined rewards (or (N, F) when ``decomposes``) -> (N,) advantages (NaN allowed)."""
+        """(N,) combined rewards (or (N, F) when ``decomposes``) -> (N,) advantages (NaN allowed).
+
+        With ``uses_lengths = True`` it is also given ``lengths=``: (N,) float tensor or None.
+        """
         raise NotImplementedError
 
     def __call__(
@@ -80,6 +90,8 @@ class Normalizer:
         data_sources: Sequence[str] | None = None,
         reward_weights: torch.Tensor | Sequence[float] | None = None,
         update: bool = True,
+        *,
+        lengths: torch.Tensor | Sequence[int] | None = None,
     ) -> torch.Tensor:
         rewards = torch.as_tensor(rewards)
         if not rewards.is_floating_point():
@@ -108,6 +120,8 @@ class Normalizer:
                     f"reward_weights has shape {tuple(reward_weights.shape)}, expected ({num_funcs},): "
                     "one weight per reward function."
                 )
+        if lengths is not None:
+            lengths = _checked_lengths(lengths, n, rewards)
         invalid = torch.isinf(rewards) | (rewards.abs() > MAX_ABS_REWARD)
         rewards = rewards.masked_fill(invalid, float("nan"))
         unscored = torch.isnan(rewards) if rewards.dim() == 1 else torch.isnan(rewards).all(dim=1)
@@ -115,7 +129,10 @@ class Normalizer:
             rewards if (self.decomposes and rewards.dim() == 2) else combine_rewards(rewards, reward_weights)
         )
         self.last_stats = {}
-        adv = self.compute(inputs, group_size, data_sources, reward_weights, update)
+        if self.uses_lengths:
+            adv = self.compute(inputs, group_size, data_sources, reward_weights, update, lengths=lengths)
+        else:  # the five-argument signature of every normalizer written before lengths existed
+            adv = self.compute(inputs, group_size, data_sources, reward_weights, update)
         self.last_stats["nonfinite_rewards"] = float(invalid.sum())
         adv = torch.nan_to_num(adv.float(), nan=0.0, posinf=0.0, neginf=0.0)
         return adv.masked_fill(unscored, 0.0).to(rewards.device)
@@ -137,6 +154,27 @@ class Normalizer:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
+def _checked_lengths(lengths: Any, n: int, rewards: torch.Tensor) -> torch.Tensor:
+    """``lengths`` as an (N,) float tensor like ``rewards``; ValueError unless finite, >= 0, one per row."""
+    try:
+        values = torch.as_tensor(lengths, device=rewards.device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"lengths must be (N,) completion token counts, got {lengths!r}: {err}.") from err
+    if values.shape != (n,):
+        raise ValueError(
+            f"lengths has shape {tuple(values.shape)} for {n} rewards; pass one completion length (token "
+            "count) per row, in the rewards' order."
+        )
+    values = values.to(rewards.dtype)
+    bad = ~torch.isfinite(values) | (values < 0)
+    if bad.any():
+        raise ValueError(
+            f"lengths must be finite and >= 0 (completion token counts), got {values[bad][:5].tolist()} at "
+            f"rows {bad.nonzero().flatten()[:5].tolist()}."
+        )
+    return values
+
+
 def register_normalizer(
     name: str, aliases: Sequence[str] = (), *, class_name: str | None = None
 ) -> Callable[[Any], Any]:
@@ -145,8 +183,9 @@ def register_normalizer(
     It takes a normalizer class, or a plain function ``f(rewards, group_size, **options) -> advantages``
     for a stateless normalizer: ``rewards`` is the (N,) weighted sum, ``options`` are the keyword
     arguments given to :func:`get_normalizer` (``eps`` is always accepted and passed on when ``f`` takes
-    it). The function is wrapped in a stateless :class:`Normalizer` subclass named ``class_name``
-    (default: from ``name``), which :func:`resolve_normalizer` returns.
+    it; a parameter named ``lengths`` is not an option: it receives the (N,) completion lengths, or None,
+    see :func:`function_normalizer`). The function is wrapped in a stateless :class:`Normalizer` subclass
+    named ``class_name`` (default: from ``name``), which :func:`resolve_normalizer` returns.
 
     >>> import torch
     >>> @register_normalizer("doc_centred")
@@ -178,7 +217,9 @@ def function_normalizer(
     """A stateless :class:`Normalizer` subclass whose ``compute`` is ``func(rewards, group_size, **options)``.
 
     Its constructor takes ``eps`` (validated by :class:`Normalizer`) and ``func``'s other keyword
-    arguments, so :func:`get_normalizer` rejects unknown options for it as for any class.
+    arguments, so :func:`get_normalizer` rejects unknown options for it as for any class. When ``func`` has
+    a parameter named ``lengths``, the class has ``uses_lengths = True`` and ``func`` gets ``lengths=``
+    ((N,) float tensor, or None when the caller passed none).
     """
     signature = inspect.signature(func)
     params = list(signature.parameters.values())
@@ -193,6 +234,7 @@ def function_normalizer(
             f"Normalizer function {name!r}: its options must be keyword arguments, got {signature}."
         )
     eps = next((p for p in options if p.name == "eps" and p.kind is not p.VAR_KEYWORD), None)
+    takes_lengths = any(p.name == "lengths" and p.kind is not p.VAR_KEYWORD for p in options)
     eps_default = 1e-4 if eps is None or eps.default is eps.empty else eps.default
     var_kw = next((p.name for p in options if p.kind is p.VAR_KEYWORD), None)
     init_signature = inspect.Signature(
@@ -202,7 +244,7 @@ def function_normalizer(
             *(
                 p.replace(kind=p.KEYWORD_ONLY) if p.kind is not p.VAR_KEYWORD else p
                 for p in options
-                if p.name != "eps"
+                if p.name not in ("eps", "lengths") or p.kind is p.VAR_KEYWORD
             ),
         ]
     )
@@ -225,8 +267,11 @@ def function_normalizer(
         data_sources: Sequence[str] | None,
         reward_weights: torch.Tensor | None,
         update: bool,
+        lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
         options = {**self.options, "eps": self.eps} if eps is not None else self.options
+        if takes_lengths:
+            options = {**options, "lengths": lengths}
         return func(rewards, group_size, **options)
 
     class_name = class_name or "".join(part.capitalize() for part in name.split("_")) + "Normalizer"
@@ -239,6 +284,7 @@ def function_normalizer(
             "__doc__": func.__doc__,
             "__module__": func.__module__,
             "__qualname__": class_name,
+            "uses_lengths": takes_lengths,
         },
     )
 
@@ -263,7 +309,7 @@ def _check_interface(cls: Any, label: str) -> None:
         raise TypeError(
             f"{label!r} does not implement the normalizer interface: missing {missing}. Subclass "
             "bnpo_trl.normalizers.Normalizer or define __call__(rewards, group_size, data_sources, "
-            "reward_weights, update), state_dict(), load_state_dict(d) and a last_stats dict."
+            "reward_weights, update[, *, lengths]), state_dict(), load_state_dict(d) and a last_stats dict."
         )
 
 
@@ -287,8 +333,28 @@ def resolve_normalizer(name: str) -> type:
     )
 
 
-def get_normalizer(name: str, **kwargs: Any) -> Normalizer:
-    """Instantiate a normalizer by name, alias or ``"package.module:ClassName"``."""
+def get_normalizer(name: str | Mapping[str, Any], **kwargs: Any) -> Normalizer:
+    """Instantiate a normalizer by name, alias or ``"package.module:ClassName"``, or from a mapping:
+    ``{"name": "bnpo", "ema": 0.9}`` (a name with options) or ``{"center": ..., "scale": ..., "post": [...]}``
+    (a :class:`~bnpo_trl.normalizers.algebra.ComposedNormalizer`); ``kwargs`` add to the mapping's options.
+
+    >>> get_normalizer({"center": "ebpo", "scale": "bnpo"})
+    ComposedNormalizer('center=ebpo,scale=bnpo')
+    """
+    if isinstance(name, Mapping):
+        spec = {**name, **kwargs}
+        if "name" in spec:
+            return get_normalizer(spec.pop("name"), **spec)
+        from bnpo_trl.normalizers.algebra import ComposedNormalizer
+
+        allowed = set(inspect.signature(ComposedNormalizer).parameters)
+        unknown = sorted(set(spec) - allowed)
+        if unknown or not {"center", "scale"} & set(spec):
+            raise ValueError(
+                f"A normalizer mapping is {{name: ..., option: ...}} or {{center: ..., scale: ..., post: [...]}} "
+                f"with keys among {sorted(allowed)}; got keys {sorted(spec)}."
+            )
+        return ComposedNormalizer(**spec)
     cls = resolve_normalizer(name)
     params = inspect.signature(cls).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):

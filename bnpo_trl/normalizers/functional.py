@@ -21,11 +21,15 @@ __all__ = [
     "dr_grpo_advantages",
     "ebpo_advantages",
     "fit_beta_moments",
+    "gdpo_advantages",
     "group_advantages",
     "group_count",
     "group_mean",
     "group_std",
+    "log_comb_ratio",
     "nanstd",
+    "opo_advantages",
+    "passk_advantages",
     "reinforce_pp_advantages",
     "rloo_advantages",
 ]
@@ -222,3 +226,129 @@ def ebpo_advantages(
         std = nanstd(adv)
         adv = centred / (torch.nan_to_num(std, nan=0.0) + eps)
     return adv, shrink
+
+
+def opo_advantages(
+    rewards: torch.Tensor, group_size: int, lengths: torch.Tensor | None = None
+) -> tuple[torch.Tensor, int]:
+    """OPO (Hao et al. 2025, arXiv 2505.23585, optimal reward baseline): ``A = r - sum l r / sum l`` per group.
+
+    The sums run over the scored completions of the group; ``l`` = completion length in tokens.
+    Args:
+        rewards: (N,), NaN for unscored rows.
+        lengths: (N,) >= 0, or None: equal lengths, so the baseline is the group mean.
+    Returns:
+        ``(advantages (N,), number of scored groups whose lengths sum to 0)``; those groups use the
+        unweighted group mean. NaN where ``r`` is NaN.
+    """
+    grouped = rewards.view(-1, group_size)
+    scored = ~torch.isnan(grouped)
+    weights = scored.to(rewards.dtype)
+    if lengths is not None:
+        weights = lengths.to(rewards).view(-1, group_size) * weights
+    total = weights.sum(dim=1, keepdim=True)
+    weighted = (weights * torch.where(scored, grouped, torch.zeros_like(grouped))).sum(dim=1, keepdim=True)
+    mean = torch.nanmean(grouped, dim=1, keepdim=True)
+    baseline = torch.where(total > 0, weighted / torch.where(total > 0, total, 1.0), mean)
+    zero_length = int(((total == 0) & scored.any(dim=1, keepdim=True)).sum().item())
+    return (grouped - baseline).view(-1), zero_length
+
+
+def _nanstd_trl(x: torch.Tensor, dim: int | None = None, keepdim: bool = False) -> torch.Tensor:
+    """``trl.trainer.utils.nanstd`` (TRL 1.16), same operations in the same order: bitwise its numbers.
+
+    Bessel-corrected (n-1) NaN-ignoring std, NaN below 2 values; differs from :func:`nanstd` in rounding only.
+    """
+    mean = torch.nanmean(x, dim=dim, keepdim=True)
+    variance = torch.nanmean((x - mean) ** 2, dim=dim, keepdim=True)
+    count = torch.sum(~torch.isnan(x), dim=dim, keepdim=True)
+    correction = count / (count - 1)
+    correction = torch.where(count > 1, correction, torch.full_like(correction, float("nan")))
+    std = torch.sqrt(variance * correction)
+    if keepdim:
+        return std
+    return std.squeeze() if dim is None else std.squeeze(dim)
+
+
+def gdpo_advantages(
+    rewards: torch.Tensor,
+    group_size: int,
+    reward_weights: torch.Tensor | None = None,
+    eps: float = 1e-4,
+) -> tuple[torch.Tensor, int]:
+    """GDPO (arXiv 2601.05242): normalise each reward function within the group, sum, standardise the batch.
+
+    ``A_k = (r_k - mean_gk) / (std_gk + eps)`` per group g and reward column k (NaN-aware, n-1 std;
+    ``std_gk = 0`` when ``group_size == 1``), ``s = nansum_k w_k A_k`` (NaN for rows whose rewards are all
+    NaN), ``A = (s - nanmean(s)) / (nanstd(s) + eps)`` over the batch (std 0 for a single row). The
+    operations of TRL 1.16's ``multi_objective_aggregation="normalize_then_sum"``, in its order.
+    Args:
+        rewards: (N, F) rewards per function, NaN for unscored cells.
+        reward_weights: (F,) or None (all ones).
+    Returns:
+        ``(advantages (N,), number of (group, column) pairs with >= 2 scored values and std 0)``.
+    """
+    num_funcs = rewards.shape[1]
+    grouped = rewards.view(-1, group_size, num_funcs)
+    mean_k = torch.nanmean(grouped, dim=1, keepdim=True)
+    std_k = _nanstd_trl(grouped, dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(mean_k)
+    reward_k = ((grouped - mean_k) / (std_k + eps)).view(-1, num_funcs)
+    weights = torch.ones(num_funcs, dtype=rewards.dtype, device=rewards.device)
+    if reward_weights is not None:
+        weights = reward_weights.to(rewards)
+    summed = (reward_k * weights.unsqueeze(0)).nansum(dim=1)
+    summed = summed.masked_fill(torch.isnan(rewards).all(dim=1), float("nan"))
+    std = _nanstd_trl(summed) if summed.numel() > 1 else torch.zeros_like(summed)
+    flat = int((((~torch.isnan(grouped)).sum(dim=1, keepdim=True) > 1) & (std_k == 0)).sum().item())
+    return (summed - torch.nanmean(summed)) / (std + eps), flat
+
+
+def log_comb_ratio(a: torch.Tensor, b: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``log(C(a, k) / C(b, k))`` elementwise with ``torch.lgamma`` (float64), for ``0 <= k <= b``.
+
+    ``-inf`` where ``a < k`` (``C(a, k) = 0``, also for ``a < 0``). The ``k!`` terms cancel:
+    ``lgamma(a+1) - lgamma(a-k+1) - lgamma(b+1) + lgamma(b-k+1)``.
+    """
+    a, b, k = a.double(), b.double(), k.double()
+    valid = a >= k
+    a = torch.where(valid, a, k)  # keep lgamma's arguments positive where the result is masked
+    # grouped so that a == b gives exactly 0
+    log_ratio = (torch.lgamma(a + 1) - torch.lgamma(b + 1)) + (
+        torch.lgamma(b - k + 1) - torch.lgamma(a - k + 1)
+    )
+    return torch.where(valid, log_ratio, torch.full_like(log_ratio, -math.inf))
+
+
+def passk_advantages(
+    success: torch.Tensor, group_size: int, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Analytic Pass@k advantage (Chen et al. 2025, arXiv 2508.10751, "analytical derivation", Eqs. 14-15:
+    ``A_pos = P_fail / sigma``, ``A_neg = (P_fail - P_cond) / sigma``, ``P_fail = 1 - R``).
+
+    Per group with ``N`` scored responses, ``N_neg`` of them failures, and ``k' = min(k, N)``:
+    ``R = 1 - C(N_neg, k')/C(N, k')`` (the group's pass@k'), ``sigma = sqrt(R (1 - R))``,
+    ``A_pos = (1 - R) / sigma``, ``A_neg = (1 - R - C(N_neg-1, k'-1)/C(N-1, k'-1)) / sigma``;
+    ``A = 0`` where ``sigma = 0`` (all succeed, all fail, or ``N_neg < k'``; always when ``k' = N``).
+    ``k = 1`` is GRPO with the population std: ``(r - p) / sqrt(p (1 - p))``.
+    Args:
+        success: (N,) 1.0 success, 0.0 failure, NaN unscored.
+    Returns:
+        ``(advantages (N,) float64, R (P,) (NaN for unscored groups), k' < k (P,) bool for scored groups)``.
+    """
+    grouped = success.view(-1, group_size)
+    scored = ~torch.isnan(grouped)
+    n = scored.sum(dim=1)
+    n_pos = (scored & (grouped > 0)).sum(dim=1)
+    n_neg = n - n_pos
+    k_eff = n.clamp(max=k)
+    ratio_fail = log_comb_ratio(n_neg, n, k_eff).exp()  # 1 - R: every one of k' draws fails
+    ratio_neg = log_comb_ratio(n_neg - 1, n - 1, k_eff - 1).exp()  # P(the other k'-1 all fail)
+    pass_at_k = 1.0 - ratio_fail
+    informative = (n_pos > 0) & (n_neg >= k_eff) & (n > 0)
+    sigma = torch.where(informative, (pass_at_k * ratio_fail).sqrt(), torch.ones_like(pass_at_k))
+    a_pos = torch.where(informative, ratio_fail / sigma, torch.zeros_like(sigma))
+    a_neg = torch.where(informative, (ratio_fail - ratio_neg) / sigma, torch.zeros_like(sigma))
+    adv = torch.where(grouped > 0, a_pos.unsqueeze(1), a_neg.unsqueeze(1))
+    adv = torch.where(scored, adv, torch.full_like(adv, math.nan)).view(-1)
+    pass_at_k = torch.where(n > 0, pass_at_k, torch.full_like(pass_at_k, math.nan))
+    return adv, pass_at_k, (n > 0) & (n < k)
