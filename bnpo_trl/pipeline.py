@@ -165,6 +165,8 @@ def _warm_up_and_measure(
         )
         if not resuming:
             summary["accuracy_before"] = heldout_cb.measure(model, step=0)
+            if heldout_cb.by_source:
+                summary["accuracy_before_by_source"] = heldout_cb.by_source[-1][1]
     return summary, heldout_cb
 
 
@@ -278,6 +280,9 @@ def _finish(
     if heldout_cb is not None:
         summary["accuracy_after"] = heldout_cb.measure(trainer.model, step=trainer.state.global_step)
         summary["heldout_curve"] = heldout_cb.curve
+        if heldout_cb.by_source:
+            summary["accuracy_after_by_source"] = heldout_cb.by_source[-1][1]
+            summary["heldout_curve_by_source"] = heldout_cb.by_source
     summary["steps"] = trainer.state.global_step
     engine = trainer.engine_callback.engine or engine_in_use(trainer.accelerator, trainer.model_wrapped)
     summary["engine"], summary["engine_detail"] = str(engine), engine.to_dict()
@@ -347,6 +352,15 @@ def _print_summary(summary: dict[str, Any]) -> None:
             f"Held-out accuracy: {summary['accuracy_before']:.1%} -> {summary['accuracy_after']:.1%} "
             f"({gain * 100:+.1f} points) in {summary['total_seconds']:.0f} s total.",
         ]
+    before, after = summary.get("accuracy_before_by_source", {}), summary.get("accuracy_after_by_source", {})
+    if after:
+        lines.append(
+            "Per data source: "
+            + ", ".join(
+                f"{s} {before[s]:.1%} -> {a:.1%}" if s in before else f"{s} {a:.1%}" for s, a in after.items()
+            )
+            + "."
+        )
     if warm and not warm["reached_target"]:
         lines.append(
             f"WARNING: the warm-up stopped at {warm['accuracy']:.1%}, below its target "

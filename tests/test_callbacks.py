@@ -201,3 +201,32 @@ def test_greedy_check_matches_a_one_prompt_at_a_time_reference(tiny_path, tokeni
     assert 0 < sum(expected) < len(expected)  # the reference has both outcomes
     assert check.measure(model, step=0) == pytest.approx(sum(expected) / len(expected))
     assert check.curve == [(0, pytest.approx(sum(expected) / len(expected)))]
+
+
+def test_greedy_check_of_a_multi_source_set_reports_each_source_and_the_pooled_accuracy(tiny_path, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from bnpo_trl.data import load_dataset_by_name
+    from bnpo_trl.evaluation import BenchmarkEvalCallback
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_path)
+    rows = load_dataset_by_name("arithmetic_mix", split="test", limit=9)
+    rows = rows.select([0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 2])  # unequal sizes: add2 5, add3 3, mul 3
+
+    def first_operand_even(prompts, completions, **kwargs):  # the prompt decides, and ending is not required
+        return [float(int(p[-1]["content"].split()[2]) % 2 == 0) for p in prompts]
+
+    check = BenchmarkEvalCallback.greedy(tokenizer, rows, first_operand_even, eval_steps=0, max_new_tokens=4)
+    check.options["require_eos"] = False
+    overall = check.measure(model, step=0)
+    truth = first_operand_even(rows["prompt"], None)
+    expected = {}
+    for source, score in zip(rows["data_source"], truth, strict=True):
+        expected.setdefault(source, []).append(score)
+    assert check.by_source == [(0, {s: pytest.approx(sum(v) / len(v)) for s, v in expected.items()})]
+    assert overall == pytest.approx(sum(truth) / len(truth))  # over problems, not the mean of the sources
+    assert sum(truth) / len(truth) != pytest.approx(sum(sum(v) / len(v) for v in expected.values()) / 3)
+    single = BenchmarkEvalCallback.greedy(
+        tokenizer, load_dataset_by_name("arithmetic", split="test", limit=4), first_operand_even, 0, 4
+    )
+    assert list(single.benchmarks) == ["heldout"] and not single.pooled

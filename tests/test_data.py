@@ -125,6 +125,7 @@ def test_extract_dapo_problem() -> None:
 def test_registry_lists_every_source() -> None:
     assert set(available_datasets()) == {
         "arithmetic",
+        "arithmetic_mix",
         "math",
         "math500",
         "gsm8k",
@@ -336,7 +337,9 @@ def test_empty_after_filtering(tmp_path: Path) -> None:
 def test_unknown_name_lists_available() -> None:
     with pytest.raises(
         ValueError,
-        match=re.escape("Unknown dataset name 'mathz'. Available: aime24, aime25, amc23, arithmetic, dapo"),
+        match=re.escape(
+            "Unknown dataset name 'mathz'. Available: aime24, aime25, amc23, arithmetic, arithmetic_mix, dapo"
+        ),
     ):
         load_dataset_by_name("mathz")
 
@@ -559,3 +562,22 @@ def test_a_mixture_entry_takes_exactly_the_loader_options():
     entry = {f.name for f in dataclasses.fields(MixtureEntry)} - {"name", "weight"}
     options = {f.name for f in dataclasses.fields(LoadOptions)} - {"num_proc", "cache_dir", "report"}
     assert entry == options
+
+
+def test_arithmetic_mix_tags_sources_of_different_kinds_and_holds_out_pairs() -> None:
+    from bnpo_trl.tasks import MIX_SOURCES, arithmetic_mix_dataset
+
+    train = arithmetic_mix_dataset("train", 4000)
+    counts = {s: list(train["data_source"]).count(s) for s in MIX_SOURCES}
+    assert abs(counts["add2"] / 4000 - 0.5) < 0.03 and abs(counts["mul"] / 4000 - 0.25) < 0.03
+    test = load_dataset_by_name("arithmetic_mix", split="test", limit=30, system_prompt=None)
+    assert [list(test["data_source"]).count(s) for s in MIX_SOURCES] == [10, 10, 10]
+    seen = {r["prompt"][-1]["content"] for r in train}
+    for row in test:
+        question = row["prompt"][-1]["content"]
+        assert question not in seen  # held-out pairs are never trained on
+        a, op, b = question.removeprefix("What is ").removesuffix("?").split()
+        assert row["answer"] == str(int(a) + int(b) if op == "+" else int(a) * int(b))
+        assert row["completion"][0]["content"] == f"\\boxed{{{row['answer']}}}"
+    with pytest.raises(ValueError, match="weights must map"):
+        arithmetic_mix_dataset("train", 10, weights={"div": 1.0})

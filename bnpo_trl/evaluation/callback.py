@@ -86,6 +86,8 @@ class BenchmarkEvalCallback(TrainerCallback):
         }
         self.history: list[dict[str, Any]] = []
         self.curve: list[tuple[int, float]] = []
+        self.by_source: list[tuple[int, dict[str, float]]] = []  # greedy check of a multi-source set
+        self.pooled = False  # True: the benchmarks are one held-out set split by data source
 
     @classmethod
     def greedy(
@@ -100,10 +102,13 @@ class BenchmarkEvalCallback(TrainerCallback):
         """The held-out accuracy check (the warm-up's stop rule, accuracy before/during/after RL): greedy, one
         sample per problem of ``dataset`` (prompts as they are), a completion that does not end within
         ``max_new_tokens`` counts as wrong; on every rank; logged as ``<name>/accuracy``. Not at the run's
-        last step, which the caller measures after training."""
-        return cls(
+        last step, which the caller measures after training. A set with several ``data_source`` values is
+        also measured per source (``<name>/accuracy/<source>``, :attr:`by_source`); the overall accuracy is
+        then the mean over all its problems."""
+        parts = _split_by_source(dataset, name)
+        callback = cls(
             tokenizer,
-            {name: dataset},
+            parts,
             eval_steps,
             limit=None,
             n=1,
@@ -117,6 +122,8 @@ class BenchmarkEvalCallback(TrainerCallback):
             every_rank=True,
             accuracy_key=f"{name}/accuracy",
         )
+        callback.pooled = len(parts) > 1
+        return callback
 
     def run(self, model: Any, step: int) -> dict[str, float]:
         """Evaluate now; returns (and records) the logged metrics."""
@@ -138,8 +145,14 @@ class BenchmarkEvalCallback(TrainerCallback):
                 logs[f"eval/{name}/{key}"] = value
             logs[f"eval/{name}/mean_length"] = r["mean_length"]
             logs[f"eval/{name}/no_answer_rate"] = r["no_answer_rate"]
-        pass_at_1 = [r["pass@k"]["pass@1"] for r in report["results"].values()]
-        self.curve.append((step, sum(pass_at_1) / len(pass_at_1)))
+        pass_at_1 = {name: r["pass@k"]["pass@1"] for name, r in report["results"].items()}
+        if self.pooled:
+            sizes = {name: len(self.benchmarks[name]) for name in pass_at_1}
+            overall = sum(sizes[b] * a for b, a in pass_at_1.items()) / sum(sizes.values())
+            self.by_source.append((step, {b.split("/", 1)[1]: a for b, a in pass_at_1.items()}))
+        else:
+            overall = sum(pass_at_1.values()) / len(pass_at_1)
+        self.curve.append((step, overall))
         self.history.append({"step": step, **logs})
         return logs
 
@@ -180,6 +193,8 @@ class BenchmarkEvalCallback(TrainerCallback):
         logs = self.run(model, state.global_step)
         if self.accuracy_key:
             logs = {self.accuracy_key: self.curve[-1][1]}
+            if self.pooled:
+                logs.update({f"{self.accuracy_key}/{s}": a for s, a in self.by_source[-1][1].items()})
         from transformers import Trainer
 
         if self.trainer is not None and isinstance(self.trainer, Trainer):
@@ -191,3 +206,13 @@ class BenchmarkEvalCallback(TrainerCallback):
         else:
             state.log_history.append({**logs, "step": state.global_step})
         return control
+
+
+def _split_by_source(dataset: Any, name: str) -> dict[str, Any]:
+    """``{name: dataset}``, or ``{name/source: its rows}`` when the rows name several data sources."""
+    columns = getattr(dataset, "column_names", None) or []
+    sources = list(dict.fromkeys(dataset["data_source"])) if "data_source" in columns else []
+    if len(sources) < 2:
+        return {name: dataset}
+    column = list(dataset["data_source"])
+    return {f"{name}/{s}": dataset.select([i for i, x in enumerate(column) if x == s]) for s in sources}
