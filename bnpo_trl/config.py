@@ -10,6 +10,7 @@ from trl import GRPOConfig
 
 from bnpo_trl.distributed import check_launch
 from bnpo_trl.normalizers import get_normalizer
+from bnpo_trl.normalizers.specs import parse_normalizer_specs
 from bnpo_trl.settings import json_setting
 
 logger = logging.getLogger(__name__)
@@ -139,14 +140,14 @@ def _normalizer_spec(value: Any, field_name: str) -> str | dict:
 
 
 def _shadow_specs(value: Any) -> list:
-    """``[spec, ...]`` from a YAML list, a JSON list, or comma-separated names."""
+    """``[spec, ...]`` from a YAML list, a JSON list, or comma-separated specs (an item may be a JSON mapping)."""
     if value is None or value == "":
         return []
     if isinstance(value, str):
         value = (
             json_setting(value, "shadow_normalizers", list, [])
             if value.lstrip().startswith("[")
-            else [name.strip() for name in value.split(",") if name.strip()]
+            else parse_normalizer_specs(value)
         )
     if not isinstance(value, list):
         raise ValueError(f"shadow_normalizers must be a list of normalizers, got {value!r}.")

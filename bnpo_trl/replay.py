@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from bnpo_trl.normalizers.compare import agreement, summary
-from bnpo_trl.normalizers.specs import Spec, build_normalizer, spec_label
+from bnpo_trl.normalizers.base import call_normalizer
+from bnpo_trl.normalizers.compare import compare_rows
+from bnpo_trl.normalizers.specs import Spec, build_normalizer, parse_normalizer_specs, spec_label
 from bnpo_trl.reward_log import read_reward_log
 
 __all__ = [
@@ -32,48 +33,6 @@ __all__ = [
     "replay",
     "write_outputs",
 ]
-
-
-def parse_normalizer_specs(text: str) -> list[Spec]:
-    """Comma-separated normalizer specs; an item starting with ``{`` is a JSON mapping (commas inside
-    brackets and strings do not split).
-
-    >>> parse_normalizer_specs('group, {"name": "bnpo", "ema": 0.5},ebpo')
-    ['group', {'name': 'bnpo', 'ema': 0.5}, 'ebpo']
-    """
-    items, depth, start, quoted, escaped = [], 0, 0, False, False
-    for i, char in enumerate(text):
-        if quoted:
-            escaped, quoted = (False, True) if escaped else (char == "\\", char != '"')
-        elif char == '"':
-            quoted = True
-        elif char in "{[":
-            depth += 1
-        elif char in "}]":
-            depth -= 1
-            if depth < 0:
-                raise ValueError(f"Unbalanced {char!r} at position {i} of normalizers {text!r}.")
-        elif char == "," and depth == 0:
-            items.append(text[start:i])
-            start = i + 1
-    if depth or quoted:
-        raise ValueError(f"Unclosed bracket or string in normalizers {text!r}.")
-    items.append(text[start:])
-    specs: list[Spec] = []
-    for item in (x.strip() for x in items):
-        if not item:
-            raise ValueError(f"Empty normalizer name in {text!r} (two commas in a row?).")
-        if not item.startswith("{"):
-            specs.append(item)
-            continue
-        try:
-            spec = json.loads(item)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"Normalizer spec {item!r} is not a JSON mapping: {err}.") from None
-        if not isinstance(spec, dict):
-            raise ValueError(f"Normalizer spec {item!r} must be a JSON mapping.")
-        specs.append(spec)
-    return specs
 
 
 def _replay_normalizer(spec: Spec, record: Mapping[str, Any]) -> Any:
@@ -141,29 +100,26 @@ def _unique_labels(specs: Sequence[Spec]) -> list[str]:
     return labels
 
 
-def _step_metrics(adv: torch.Tensor, first: torch.Tensor) -> dict[str, Any]:
-    both = {**summary(adv), **agreement(adv, first)}
+def _step_metrics(row: dict[str, float]) -> dict[str, Any]:
+    """A :func:`compare_rows` row under the replay's names (None for an undefined Pearson)."""
     return {
-        "signal_fraction": both["signal_fraction"],
-        "mean_abs_advantage": both["advantage_abs_mean"],
-        "pearson_vs_first": _finite(both["pearson"]),
-        "sign_agreement_vs_first": both["sign_agreement"],
+        "signal_fraction": row["signal_fraction"],
+        "mean_abs_advantage": row["advantage_abs_mean"],
+        "pearson_vs_first": _finite(row["pearson"]),
+        "sign_agreement_vs_first": row["sign_agreement"],
     }
 
 
 def _call(norm: Any, record: Mapping[str, Any]) -> torch.Tensor:
-    kwargs: dict[str, Any] = {}
-    if getattr(norm, "uses_lengths", False):  # None when the log has none: the normalizer's fallback
-        lengths = record.get("lengths")
-        kwargs["lengths"] = None if lengths is None else torch.tensor(lengths, dtype=torch.float32)
-    weights = record.get("reward_weights")
-    return norm(
+    lengths, weights = record.get("lengths"), record.get("reward_weights")  # no lengths: opo's fallback
+    return call_normalizer(
+        norm,
         record["rewards"],
         group_size=record["group_size"],
         data_sources=record.get("data_sources"),
         reward_weights=None if weights is None else torch.tensor(weights, dtype=torch.float32),
         update=True,
-        **kwargs,
+        lengths=None if lengths is None else torch.tensor(lengths, dtype=torch.float32),
     ).float()
 
 
@@ -185,8 +141,9 @@ def replay(records: Sequence[Mapping[str, Any]], specs: Sequence[Spec]) -> Repla
     result.per_step = {label: [] for label in labels}
     for record in records:
         advs = [_call(norm, record) for norm in norms]
-        for norm, label, adv in zip(norms, labels, advs, strict=True):
-            entry = {"step": int(record["step"]), **_step_metrics(adv, advs[0])}
+        rows = compare_rows(torch.stack(advs), advs[0])
+        for norm, label, adv, row in zip(norms, labels, advs, rows, strict=True):
+            entry = {"step": int(record["step"]), **_step_metrics(row)}
             entry["stats"] = {k: _finite(v) for k, v in norm.last_stats.items()}
             result.per_step[label].append(entry)
             chunks[label].append(adv.cpu())

@@ -16,8 +16,9 @@ from typing import Any
 import torch
 
 from bnpo_trl.normalizers import Normalizer
-from bnpo_trl.normalizers.algebra import spec_label
+from bnpo_trl.normalizers.base import call_normalizer
 from bnpo_trl.normalizers.compare import compare_rows
+from bnpo_trl.normalizers.specs import spec_label
 
 __all__ = ["ShadowNormalizers"]
 
@@ -62,15 +63,15 @@ class ShadowNormalizers:
         start = time.perf_counter()
         advs, stats = [], []
         for norm in self.normalizers.values():
-            extra = {"lengths": lengths} if getattr(norm, "uses_lengths", False) else {}
             advs.append(
-                norm(
+                call_normalizer(
+                    norm,
                     rewards,
                     group_size=group_size,
                     data_sources=data_sources,
                     reward_weights=reward_weights,
                     update=update,
-                    **extra,
+                    lengths=lengths,
                 )
             )
             stats.append(norm.last_stats)

@@ -14,6 +14,7 @@ If a TRL upgrade stops calling ``_calculate_rewards`` from there, training fails
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -37,7 +38,7 @@ from bnpo_trl.checkpoints import (
 from bnpo_trl.config import NormalizedGRPOConfig
 from bnpo_trl.engine import EngineCallback, check_engine
 from bnpo_trl.normalizers import Normalizer, get_normalizer, resolve_normalizer
-from bnpo_trl.normalizers.base import MAX_ABS_REWARD
+from bnpo_trl.normalizers.base import MAX_ABS_REWARD, call_normalizer
 from bnpo_trl.normalizers.functional import combine_rewards
 from bnpo_trl.normalizers.specs import build_normalizer, spec_label
 from bnpo_trl.reward_log import REWARD_LOG_FILE, RewardLog
@@ -151,6 +152,7 @@ class NormalizedGRPOTrainer(GRPOTrainer):
                     instead,
                 )
 
+    @functools.cached_property
     def _reward_ranges(self) -> list[list[float] | None] | None:
         """The reward functions' declared ranges (``None`` for an undeclared one), or ``None`` without any."""
         if not self.reward_funcs:
@@ -159,7 +161,7 @@ class NormalizedGRPOTrainer(GRPOTrainer):
 
     def _build_normalizer(self, spec: str | dict, kwargs: dict[str, Any], warn: bool = False) -> Normalizer:
         """The normalizer of ``spec``, given the reward functions' declared ranges when it takes them."""
-        ranges = self._reward_ranges()
+        ranges = self._reward_ranges
         norm = build_normalizer(spec, reward_ranges=ranges, **kwargs)
         undeclared = [n for n, r in zip(self.reward_func_names, ranges or [], strict=False) if r is None]
         if warn and undeclared and getattr(norm, "uses_reward_range", False) and "reward_range" not in kwargs:
@@ -220,8 +222,9 @@ class NormalizedGRPOTrainer(GRPOTrainer):
             "data_sources": data_sources,
             "reward_weights": self.reward_weights,
         }
-        extra = {"lengths": lengths} if getattr(self.normalizer, "uses_lengths", False) else {}
-        advantages = self.normalizer(rewards, **common, update=mode == "train", **extra)
+        advantages = call_normalizer(
+            self.normalizer, rewards, **common, update=mode == "train", lengths=lengths
+        )
         n_local = out["advantages"].shape[0]
         if advantages.shape[0] != n_local * self.accelerator.num_processes:
             raise RuntimeError(f"Got {advantages.shape[0]} gathered rewards for {n_local} local completions.")
@@ -269,7 +272,7 @@ class NormalizedGRPOTrainer(GRPOTrainer):
             rewards=rewards,
             reward_names=self.reward_func_names,
             reward_weights=self.reward_weights.tolist(),
-            reward_ranges=self._reward_ranges(),
+            reward_ranges=self._reward_ranges,
             data_sources=sources,
             lengths=None if lengths is None else [int(x) for x in lengths.tolist()],
         )

@@ -211,8 +211,8 @@ class BenchmarkEvalCallback(TrainerCallback):
 def _split_by_source(dataset: Any, name: str) -> dict[str, Any]:
     """``{name: dataset}``, or ``{name/source: its rows}`` when the rows name several data sources."""
     columns = getattr(dataset, "column_names", None) or []
-    sources = list(dict.fromkeys(dataset["data_source"])) if "data_source" in columns else []
+    column = list(dataset["data_source"]) if "data_source" in columns else []
+    sources = list(dict.fromkeys(column))
     if len(sources) < 2:
         return {name: dataset}
-    column = list(dataset["data_source"])
     return {f"{name}/{s}": dataset.select([i for i, x in enumerate(column) if x == s]) for s in sources}

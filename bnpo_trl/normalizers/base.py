@@ -20,6 +20,7 @@ __all__ = [
     "MAX_ABS_REWARD",
     "Normalizer",
     "available_normalizers",
+    "call_normalizer",
     "function_normalizer",
     "get_normalizer",
     "register_normalizer",
@@ -152,6 +153,14 @@ class Normalizer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def call_normalizer(norm: Any, rewards: Any, *, lengths: Any = None, **kwargs: Any) -> torch.Tensor:
+    """``norm(rewards, **kwargs)``, with ``lengths=`` only for a normalizer that declares ``uses_lengths``, so
+    that a duck-typed normalizer written before lengths existed keeps working."""
+    if getattr(norm, "uses_lengths", False):
+        kwargs["lengths"] = lengths
+    return norm(rewards, **kwargs)
 
 
 def _checked_lengths(lengths: Any, n: int, rewards: torch.Tensor) -> torch.Tensor:

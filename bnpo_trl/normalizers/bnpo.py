@@ -148,14 +148,6 @@ class BNPONormalizer(Normalizer):
             return a, b, 1.0, 1.0, True
         return a, b, max(1.0, 1.0 + a / 3.0), max(1.0, 1.0 + b / 3.0), False
 
-    def _weights(self, p: torch.Tensor, alpha: float, beta: float) -> tuple[torch.Tensor, int]:
-        """(P,) group success rates -> (1/f(p; alpha, beta) clamped to max_weight, clamped interior count)."""
-        log_weight = -F.beta_log_pdf(p, alpha, beta)
-        # p in {0, 1} means every reward equals p, so its (infinite) weight multiplies 0: not counted.
-        interior = (p > 0) & (p < 1)
-        clamped = int(((log_weight > math.log(self.max_weight)) & interior).sum().item())
-        return log_weight.clamp(max=math.log(self.max_weight)).exp().to(p.dtype), clamped
-
     def group_weights(
         self,
         p_g: torch.Tensor,
@@ -170,7 +162,7 @@ class BNPONormalizer(Normalizer):
         a, b, alpha, beta, fell_back = self._fit(p_g, key, update)
         stats = {"a": a, "b": b, "alpha": alpha, "beta": beta, "fallbacks": float(fell_back)}
         if not self.per_source:
-            weight, clamped = self._weights(at, alpha, beta)
+            weight, clamped = F.bnpo_weights(at, alpha, beta, self.max_weight)
             stats["clamped_weights"] = float(clamped)
             return weight, stats
         weight, clamped, pooled = torch.empty_like(p_g), 0, 0
@@ -182,7 +174,9 @@ class BNPONormalizer(Normalizer):
                 source_alpha, source_beta = alpha, beta
             else:
                 source_alpha, source_beta = fit[2], fit[3]
-            weight[mask], source_clamped = self._weights(at[mask], source_alpha, source_beta)
+            weight[mask], source_clamped = F.bnpo_weights(
+                at[mask], source_alpha, source_beta, self.max_weight
+            )
             clamped += source_clamped
             stats[f"source/{source}/alpha"], stats[f"source/{source}/beta"] = source_alpha, source_beta
         stats["clamped_weights"], stats["per_source_fallbacks"] = float(clamped), float(pooled)

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-__all__ = ["agreement", "compare_rows", "summary"]
+__all__ = ["compare_rows"]
 
 STATS = ("pearson", "sign_agreement", "signal_fraction", "advantage_abs_mean")
 
@@ -33,19 +33,3 @@ def compare_rows(advs: torch.Tensor, reference: torch.Tensor) -> list[dict[str, 
         dim=1,
     )
     return [dict(zip(STATS, row, strict=True)) for row in table.tolist()]
-
-
-def summary(adv: torch.Tensor) -> dict[str, float]:
-    """``signal_fraction`` and ``advantage_abs_mean`` of (N,) ``adv``.
-
-    >>> summary(torch.tensor([0.0, 1.0, -3.0, 0.0]))
-    {'signal_fraction': 0.5, 'advantage_abs_mean': 1.0}
-    """
-    row = compare_rows(adv.unsqueeze(0), adv)[0]
-    return {k: row[k] for k in ("signal_fraction", "advantage_abs_mean")}
-
-
-def agreement(adv: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
-    """``pearson`` and ``sign_agreement`` of (N,) ``adv`` with (N,) ``reference``."""
-    row = compare_rows(adv.unsqueeze(0), reference)[0]
-    return {k: row[k] for k in ("pearson", "sign_agreement")}

@@ -16,7 +16,7 @@ from bnpo_trl.normalizers import functional as F
 from bnpo_trl.normalizers.bnpo import BNPONormalizer
 from bnpo_trl.normalizers.builtin import SourceMedianNormalizer
 from bnpo_trl.normalizers.ebpo import EBPONormalizer
-from bnpo_trl.normalizers.sources import require_sources
+from bnpo_trl.normalizers.sources import require_sources, source_masks
 from bnpo_trl.normalizers.state import Welford
 
 __all__ = ["CENTERS", "POSTS", "SCALES", "BNPOScale", "Batch", "Component", "OPOCenter"]
@@ -126,9 +126,8 @@ class RunningMeanCenter(Component):
         baseline = torch.full_like(rewards, pooled.mean)
         if self.per_source:
             per_group = require_sources(batch.sources, "center running_mean with per_source")
-            row_source = [s for s in per_group for _ in range(batch.group_size)]
-            for source in dict.fromkeys(per_group):
-                rows = torch.tensor([s == source for s in row_source], device=rewards.device)
+            for source, mask in source_masks(per_group, rewards.device).items():
+                rows = mask.repeat_interleave(batch.group_size)
                 merged = self.by_source.get(source, Welford()).merged(rewards[rows])
                 baseline[rows] = merged.mean
                 if update:
@@ -221,7 +220,6 @@ class BNPOScale(Component):
     """
 
     per_source_capable = True
-    rescales = True
 
     def __init__(self, per_source: bool = False, **options: Any) -> None:
         super().__init__(per_source)

@@ -17,6 +17,7 @@ __all__ = [
     "beta_from_moments",
     "beta_log_pdf",
     "bnpo_advantages",
+    "bnpo_weights",
     "combine_rewards",
     "dr_grpo_advantages",
     "ebpo_advantages",
@@ -188,12 +189,23 @@ def bnpo_advantages(
         ``(advantages (N,), number of groups with 0 < p_g < 1 whose weight was clamped)``.
     """
     p_g = group_mean(rewards, group_size)
-    log_weight = -beta_log_pdf(p_g, alpha, beta)
-    # p_g in {0, 1} means every reward equals p_g, so its (infinite) weight multiplies 0: not counted.
-    interior = (p_g > 0) & (p_g < 1)
-    clamped = int(((log_weight > math.log(max_weight)) & interior).sum().item())
-    weight = log_weight.clamp(max=math.log(max_weight)).exp().to(rewards.dtype)
+    weight, clamped = bnpo_weights(p_g, alpha, beta, max_weight)
     return (rewards - _per_row(p_g, group_size)) * _per_row(weight, group_size), clamped
+
+
+def bnpo_weights(
+    p: torch.Tensor, alpha: float, beta: float, max_weight: float = 1e6
+) -> tuple[torch.Tensor, int]:
+    """BNPO's weight ``1/f(p; alpha, beta)`` of (P,) success rates, clamped to ``max_weight``, in ``p``'s dtype.
+
+    Returns:
+        ``(weights (P,), number of 0 < p < 1 whose weight was clamped)``.
+    """
+    log_weight = -beta_log_pdf(p, alpha, beta)
+    # p in {0, 1} means every reward equals p, so its (infinite) weight multiplies 0: not counted.
+    interior = (p > 0) & (p < 1)
+    clamped = int(((log_weight > math.log(max_weight)) & interior).sum().item())
+    return log_weight.clamp(max=math.log(max_weight)).exp().to(p.dtype), clamped
 
 
 def ebpo_advantages(

@@ -8,7 +8,7 @@ from typing import Any
 
 from bnpo_trl.normalizers.base import Normalizer, get_normalizer
 
-__all__ = ["Spec", "build_normalizer", "spec_label"]
+__all__ = ["Spec", "build_normalizer", "parse_normalizer_specs", "spec_label"]
 
 Spec = str | Mapping[str, Any]
 
@@ -47,3 +47,45 @@ def build_normalizer(spec: Spec, reward_ranges: Any = None, **options: Any) -> N
     if reward_ranges is None or given or not getattr(norm, "uses_reward_range", False):
         return norm
     return build_normalizer(spec, **options, reward_range=reward_ranges)
+
+
+def parse_normalizer_specs(text: str) -> list[Spec]:
+    """Comma-separated normalizer specs; an item starting with ``{`` is a JSON mapping (commas inside
+    brackets and strings do not split).
+
+    >>> parse_normalizer_specs('group, {"name": "bnpo", "ema": 0.5},ebpo')
+    ['group', {'name': 'bnpo', 'ema': 0.5}, 'ebpo']
+    """
+    items, depth, start, quoted, escaped = [], 0, 0, False, False
+    for i, char in enumerate(text):
+        if quoted:
+            escaped, quoted = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            quoted = True
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"Unbalanced {char!r} at position {i} of normalizers {text!r}.")
+        elif char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    if depth or quoted:
+        raise ValueError(f"Unclosed bracket or string in normalizers {text!r}.")
+    items.append(text[start:])
+    specs: list[Spec] = []
+    for item in (x.strip() for x in items):
+        if not item:
+            raise ValueError(f"Empty normalizer name in {text!r} (two commas in a row?).")
+        if not item.startswith("{"):
+            specs.append(item)
+            continue
+        try:
+            spec = json.loads(item)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"Normalizer spec {item!r} is not a JSON mapping: {err}.") from None
+        if not isinstance(spec, dict):
+            raise ValueError(f"Normalizer spec {item!r} must be a JSON mapping.")
+        specs.append(spec)
+    return specs
