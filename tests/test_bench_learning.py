@@ -1,163 +1,224 @@
-"""scripts/bench_learning.py: its metrics on hand-made run summaries, and its --quick form end to end
-(warm-up, two normalizers through the real entry point, table, figure, docs block)."""
+"""scripts/bench_learning.py and scripts/learning_report.py: metrics, tables and verdicts on hand-made run
+records, and the --quick form end to end (warm-up, two arms through the real entry point, resume)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from tests.script_utils import bench_learning_facts
+from tests.script_utils import (
+    SOURCES,
+    learning_args,
+    learning_facts,
+    learning_record,
+    learning_warmups,
+    load_script,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "bench_learning.py"
 
 
 @pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_learning", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_learning"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+def bench():
+    return load_script("bench_learning")
 
 
-def fake_summary(curve, grads, rl_seconds=10.0):
-    log = [{"grad_norm": g, "step": i + 1} for i, g in enumerate(grads)]
-    log.insert(1, {"heldout/accuracy": curve[1][1], "step": curve[1][0]})  # entries without grad_norm
-    return {
-        "heldout_curve": curve,
-        "accuracy_before": curve[0][1],
-        "accuracy_after": curve[-1][1],
+@pytest.fixture(scope="module")
+def report():
+    return load_script("learning_report")
+
+
+def made_up_runs(seeds=8):
+    """`better` is group + 10 points on every seed (noise 1 point), `worse` group - 10, `same` group + noise of
+    3 points around 0: the verdicts are known."""
+    rng = random.Random(0)
+    runs = []
+    for g in (4, 8):
+        for seed in range(seeds):
+            base = 0.4 + 0.02 * seed
+            runs.append(learning_record("group", seed, g, base))
+            runs.append(learning_record("better", seed, g, base + 0.10 + rng.uniform(-0.01, 0.01)))
+            runs.append(learning_record("worse", seed, g, base - 0.10 + rng.uniform(-0.01, 0.01)))
+            runs.append(learning_record("same", seed, g, base + rng.uniform(-0.03, 0.03)))
+    return runs
+
+
+def args(seeds=8):
+    return learning_args(["group", "better", "worse", "same"], seeds)
+
+
+def warmups(seeds=8):
+    return learning_warmups(seeds)
+
+
+def facts():
+    return learning_facts()
+
+
+@pytest.mark.parametrize(
+    "curve, area",
+    [
+        ([(0, 0.2), (10, 0.4), (20, 0.4)], 0.35),  # (10 * 0.3 + 10 * 0.4) / 20
+        ([(0, 0.5), (30, 0.5)], 0.5),
+        ([(0, 0.0), (5, 1.0), (10, 0.0)], 0.5),  # a triangle
+        ([(0, 0.7)], 0.7),
+    ],
+)
+def test_learning_curve_area_by_hand(bench, curve, area):
+    assert bench.learning_curve_area(curve) == pytest.approx(area)
+
+
+def test_run_metrics_reads_the_summary(bench):
+    log = [{"grad_norm": 1.0, "normalizer/zero_signal_fraction": 0.5}, {"heldout/accuracy": 0.3}]
+    log += [{"grad_norm": 3.0, "normalizer/zero_signal_fraction": 0.25}]
+    summary = {
         "log_history": log,
-        "rl_seconds": rl_seconds,
-        "bench_wall_seconds": rl_seconds + 2,
-        "bench_cpu_seconds": rl_seconds,
-        "steps": curve[-1][0],
+        "steps": 20,
+        "accuracy_before": 0.2,
+        "accuracy_after": 0.6,
+        "accuracy_before_by_source": {"a": 0.1},
+        "accuracy_after_by_source": {"a": 0.5},
+        "heldout_curve": [(0, 0.2), (10, 0.4), (20, 0.6)],
+        "heldout_curve_by_source": [[0, {"a": 0.1}]],
     }
+    unit = {"key": "seed1/G4/x", "arm": "x", "seed": 1, "group_size": 4}
+    m = bench.run_metrics(unit, summary, 12.0, 10.0)
+    assert (m["start"], m["final"], m["grad_norm"], m["zero_signal"]) == (0.2, 0.6, 2.0, 0.375)
+    assert m["auc"] == pytest.approx(0.4) and m["final_by_source"] == {"a": 0.5}
+    assert m["curve"] == [[0, 0.2], [10, 0.4], [20, 0.6]]
 
 
-def test_steps_to_threshold(bench):
-    curve = [(0, 0.2), (10, 0.45), (20, 0.5), (30, 0.7)]
-    assert bench.steps_to_threshold(curve, 0.5) == 20  # >= counts
-    assert bench.steps_to_threshold(curve, 0.2) == 0
-    assert bench.steps_to_threshold(curve, 0.9) is None
+def test_results_file_skips_a_torn_line(bench, tmp_path):
+    path = tmp_path / "results.jsonl"
+    bench.append_result(path, {"key": "a", "x": 1})
+    bench.append_result(path, {"key": "b", "x": 2})
+    with open(path, "a") as f:
+        f.write('{"key": "c", "x"')  # an interrupted write
+    assert sorted(bench.read_results(path)) == ["a", "b"]
+    assert bench.read_results(tmp_path / "missing.jsonl") == {}
 
 
-def test_paired_difference_uses_student_t(bench):
-    def runs(finals):
-        return [{"final": f} for f in finals]
-
-    base = runs([0.5, 0.5, 0.5])
-    assert bench.paired_difference(runs([0.6, 0.6, 0.6]), base) == "+10.0 ± 0.0 *"
-    # mean 10 points, std 5: t = 10 / (5 / sqrt 3) = 3.46 < 4.30 -> not marked
-    assert bench.paired_difference(runs([0.55, 0.6, 0.65]), base) == "+10.0 ± 5.0"
-    assert bench.paired_difference(runs([0.6]), base[:1]) == "-"
-    assert bench.t_critical(2) == 4.303 and bench.t_critical(12) == 2.228
+def test_units_cover_every_seed_size_and_arm(bench, tmp_path):
+    a, _ = bench.parse_args(["--arms", "group", "bnpo per_source", "--group-sizes", "4", "8"])
+    units = bench.units_for(3, {"folder": "w"}, a, tmp_path)
+    assert [u["key"] for u in units] == [
+        "seed3/G4/group", "seed3/G4/bnpo per_source", "seed3/G8/group", "seed3/G8/bnpo per_source",
+    ]  # fmt: skip
+    assert units[1]["spec"] == {"name": "bnpo", "per_source": True} and units[3]["group_size"] == 8
+    assert " " not in units[1]["run_dir"]
 
 
-def test_mean_std(bench):
-    assert bench.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)  # sample std
-    assert bench.mean_std([0.4]) == (0.4, 0.0)
-    assert bench.mean_std([1.0, math.nan, 3.0]) == (2.0, math.sqrt(2))
-    assert all(math.isnan(x) for x in bench.mean_std([]))
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--arms", "bnpo"], "must include 'group'"),
+        (["--arms", "group", "nonsense"], "unknown: ['nonsense']"),
+        (["--seeds", "1", "1"], "must not repeat"),
+        (["--max_steps", "5"], "cannot be passed through"),
+        (["--num_generations", "8"], "cannot be passed through"),
+    ],
+)
+def test_bad_arguments_are_refused(bench, argv, message, capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(argv)
+    assert message in capsys.readouterr().err
 
 
-def test_run_metrics_reads_grad_norm_of_every_step(bench):
-    m = bench.run_metrics(fake_summary([(0, 0.2), (2, 0.4), (4, 0.6)], [1.0, 3.0, 1.0, 3.0]), 0.5)
-    assert m["reached"] == 4 and m["start"] == 0.2 and m["final"] == 0.6
-    assert m["grad_steps"] == 4 and m["grad_mean"] == 2.0
-    assert m["grad_std"] == pytest.approx(math.sqrt(4 / 3))
+def test_verdicts_find_the_known_differences(report):
+    text = report.report(made_up_runs(), warmups(), facts(), args(), 600.0, None, None)
+    # 3 arms x 2 group sizes per metric, one Holm family each
+    assert "**Final accuracy** (6 comparisons with `group`, Holm-corrected together): 4 difference(s)" in text
+    lines = text.splitlines()
+    supported = [line for line in lines if "the data support" in line]
+    assert sum("better − group" in line and "being better" in line for line in supported) == 4
+    assert sum("worse − group" in line and "being worse" in line for line in supported) == 4
+    assert not any(line.strip().startswith("- G = ") and "same − group" in line for line in lines)
+    assert "Not shown for the other 2" in text
+    assert "differences to `group` supported by the data (Holm, 5%): 8 of 12." in text
 
 
-def test_report_table_and_paired_comparison(bench, tmp_path):
-    import argparse
-
-    curves = {
-        "a": [
-            [(0, 0.2), (5, 0.5), (10, 0.8)],
-            [(0, 0.3), (5, 0.6), (10, 0.9)],
-            [(0, 0.1), (5, 0.3), (10, 0.7)],
-        ],
-        "b": [
-            [(0, 0.2), (5, 0.2), (10, 0.3)],
-            [(0, 0.3), (5, 0.3), (10, 0.4)],
-            [(0, 0.1), (5, 0.1), (10, 0.2)],
-        ],
+def test_tables_hold_the_means(report):
+    text = report.report(made_up_runs(), warmups(), facts(), args(), 600.0, None, None)
+    group_row = next(line for line in text.splitlines() if line.startswith("| group |"))
+    # group's finals 0.40 .. 0.54 over seeds 0..7: mean 47.0, sample std 4.9; per source +10 / 0 / -10 points
+    assert group_row.startswith("| group | 47.0 ± 4.9 | 57.0 ± 4.9 | 47.0 ± 4.9 | 37.0 ± 4.9 |")
+    assert "| - | - |" in group_row  # no comparison of group with itself
+    better_row = next(line for line in text.splitlines() if line.startswith("| better |"))
+    runs = made_up_runs()
+    finals = {
+        a: [r["final"] for r in runs if r["arm"] == a and r["group_size"] == 4] for a in ("better", "group")
     }
-    results = {
-        name: [bench.run_metrics(fake_summary(c, [0.5] * 10), 0.5) for c in runs]
-        for name, runs in curves.items()
-    }
-    warmups = [bench.Warmup(s, "x", 100, 50.0, acc, True, 0.2) for s, acc in enumerate([0.2, 0.3, 0.1])]
-    facts = bench_learning_facts()
-    args = argparse.Namespace(
-        threshold=0.5, max_steps=10, eval_every=5, config_label="configs/quickstart.yaml"
-    )
-    figure = tmp_path / "figures" / "curves.png"
-    text = bench.report(results, warmups, facts, args, 120.0, figure, tmp_path / "bench.md")
-    # no `group` among them: the first normalizer is the reference of the paired column
-    assert "| a | 80.0 ± 10.0 | 60.0 ± 0.0 | - | 5 / 5 / 10 | 3/3 |" in text
-    assert "| b | 30.0 ± 10.0 | 10.0 ± 0.0 | -50.0 ± 0.0 * | - / - / - | 0/3 |" in text
-    assert "| 5 | 46.7 ± 15.3 | 20.0 ± 10.0 |" in text
-    assert "t = 4.30 with 2 degree(s) of freedom" in text
-    assert "](figures/curves.png)" in text  # relative to the docs file
-    bench.plot(results, 0.5, figure)
-    assert figure.stat().st_size > 1000
+    diff = sum(x - y for x, y in zip(finals["better"], finals["group"], strict=True)) / 8  # paired by seed
+    assert "▲" in better_row and f"| {100 * diff:+.1f} [+" in better_row
+    assert "| 0 | 600 | 90 | 30.0% | 30.0% | 30.0% | 30.0% |" in text
+    assert "`add3` 100-199 + 100-199 (25%)" in text and "8 prompts at G = 8" in text
 
 
-def test_recipe_fields_it_sets_cannot_be_passed_through():
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--max_steps", "5"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2 and "max_steps" in proc.stderr
+def test_one_seed_makes_no_claims(report):
+    runs = [r for r in made_up_runs(seeds=1)]
+    text = report.report(runs, warmups(1), facts(), args(1), 10.0, None, None)
+    assert "One seed: no comparison between arms." in text
+    assert not any(line.startswith("| ") and "▲" in line for line in text.splitlines())
 
 
-def test_refuses_to_clear_a_folder_it_did_not_write(tmp_path):
-    (tmp_path / "keep.txt").write_text("x")
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--output-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2 and "not written by this script" in proc.stderr
-    assert (tmp_path / "keep.txt").exists()
+def test_unpaired_seeds_are_an_error(report):
+    runs = [r for r in made_up_runs() if not (r["arm"] == "same" and r["seed"] == 3)]
+    with pytest.raises(ValueError, match="different seeds"):
+        report.report(runs, warmups(), facts(), args(), 1.0, None, None)
+
+
+def test_runs_of_one_seed_must_share_their_start(report):
+    runs = made_up_runs()
+    runs[1] = {**runs[1], "start": 0.9}
+    with pytest.raises(ValueError, match="different accuracies"):
+        report.report(runs, warmups(), facts(), args(), 1.0, None, None)
+
+
+def test_figure(report, tmp_path):
+    path = tmp_path / "f" / "curves.png"
+    report.plot(made_up_runs(2), args(2), path)
+    assert path.stat().st_size > 1000
 
 
 @pytest.mark.slow
-def test_bench_learning_quick_end_to_end(tmp_path):
+def test_quick_run_end_to_end_and_resumes(tmp_path):
     docs = tmp_path / "benchmarks.md"
     docs.write_text("# B\n\n<!-- bench_normalizers -->\nkept\n<!-- /bench_normalizers -->\n")
     out_dir = tmp_path / "runs"
     cmd = [sys.executable, str(SCRIPT), "--quick", "--output-dir", str(out_dir), "--docs", str(docs)]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| normalizer | final accuracy |" in proc.stdout and "| bnpo |" in proc.stdout
+    assert "0 of 2 runs already" in proc.stdout
     text = docs.read_text()
     assert text.startswith("# B\n\n<!-- bench_normalizers -->\nkept\n<!-- /bench_normalizers -->\n")
     assert text.count("<!-- bench_learning -->") == 1 and "Generated by `python " in text
-    assert "| group |" in text and "](runs/learning_curves.png)" in text
-    raw = json.loads((out_dir / "bench_learning.json").read_text())
-    assert list(raw["results"]) == ["bnpo", "group"] and len(raw["warmups"]) == 1
-    for name in ("bnpo", "group"):
-        summary = json.loads((out_dir / "seed0" / name / "run_summary.json").read_text())
-        assert summary["normalizer"] == name and summary["steps"] == 3
-        assert [s for s, _ in summary["heldout_curve"]] == [0, 2, 3]
-        assert sum("grad_norm" in e for e in summary["log_history"]) == 3  # logging_steps=1
-    # Both normalizers started from the same warm start: same accuracy at step 0.
-    starts = {r[0]["start"] for r in raw["results"].values()}
-    assert len(starts) == 1
-    assert (out_dir / "learning_curves.png").stat().st_size > 1000
+    assert "| group |" in text and "| bnpo |" in text and "One seed: no comparison" in text
+    lines = (out_dir / "results.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert sorted(r["arm"] for r in records) == ["bnpo", "group"]
+    assert len({r["start"] for r in records}) == 1  # one warm start
+    for r in records:
+        assert [s for s, _ in r["curve"]] == [0, 2, 3] and r["steps"] == 3
+        assert set(r["final_by_source"]) == set(SOURCES)
+        assert not math.isnan(r["grad_norm"])
+    summary = json.loads((out_dir / "seed0" / "G4" / "bnpo" / "run_summary.json").read_text())
+    assert summary["normalizer"] == "bnpo" and summary["steps"] == 3
+    assert not (out_dir / "seed0" / "G4" / "bnpo" / "model.safetensors").exists()
+    # An interruption: the second record was torn. The rerun keeps the warm start and the first run.
+    (out_dir / "results.jsonl").write_text(lines[0] + "\n" + lines[1][:20])
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 of 2 runs already" in proc.stdout and "seed 0: warm-up" not in proc.stdout
+    again = [json.loads(line) for line in (out_dir / "results.jsonl").read_text().splitlines()[1:]]
+    rerun = next(r for r in again if r["key"] != records[0]["key"])
+    original = next(r for r in records if r["key"] == rerun["key"])
+    assert rerun["curve"] == original["curve"]  # the same run, reproduced

@@ -4,13 +4,12 @@ with docs/benchmarks.md and docs/theory.md (an edit of the docs without regenera
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import pytest
 
-from tests.script_utils import bench_learning_facts, load_script
+from tests.script_utils import learning_args, learning_facts, learning_record, learning_warmups, load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,21 +61,15 @@ OVERHEAD = """Setup: 4 round(s) A B, 5 timed steps per run after 1 warm-up step(
 Summary: the work A adds is 0.58% of its CPU time per step, timed directly. End to end, the median CPU-time
 ratio is 1.012 [0.991, 1.027], consistent with 1 + 0.58%."""
 
-LEARNING = """Task: `configs/quickstart.yaml` (model `tiny`), 10 training prompts, held-out accuracy = greedy decoding on 10 `test` problems scored by the `accuracy` reward. Seeds 0, 1; per seed one supervised warm-up (none: the recipe has no warm-up), then each normalizer trains from that same warm start for 40 RL steps with the same seed: 16 completions per step (2 prompts x G = 8), up to 8 tokens, lr 0.001, rewards ['accuracy'], gradients clipped at 1. Held-out accuracy every 5 steps. Every normalizer uses its default options; none was tuned. 2.0 min in all.
+LEARNING = """Task: `configs/bench/arithmetic_mix.yaml`: model `tiny`, dataset `arithmetic_mix` (10 training prompts
+drawn from `add2` 50-99 + 50-99 (50%)). 2.0 min of wall time for this invocation.
 
-**Summary** (mean ± std over 2 seeds; accuracy in %; steps to ≥ 50%: ...)
+**In short** (2 seeds, %): G = 4: best final accuracy `bnpo` 57.3 ± 4.2, `group` 41.5 ± 2.1; G = 8: best
+final accuracy `group` 40.0 ± 1.0; differences to `group` supported by the data (Holm, 5%): 1 of 4.
 
-| normalizer | final accuracy | gain over step 0 | final − group (paired) | steps to ≥ 50% (per seed) | reached | grad norm mean | grad norm std | wall s / run | CPU s / run |
-|---|---:|---:|---:|---|---:|---:|---:|---:|---:|
-| group | 41.5 ± 2.1 | 10.0 ± 0.0 | - | - / - | 0/2 | 0.500 ± 0.000 | 0.000 ± 0.000 | 12 ± 0 | 10 ± 0 |
-| median | - | - | - | - / - | 0/2 | - | - | 12 ± 0 | 10 ± 0 |
-| bnpo | 57.3 ± 4.2 | 20.0 ± 0.0 | +15.8 ± 2.1 * | 5 / 10 | 2/2 | 0.500 ± 0.000 | 0.000 ± 0.000 | 12 ± 0 | 10 ± 0 |
-
-**Held-out accuracy per evaluated step** (%, mean ± std over 2 seeds)
-
-| step | group | median | bnpo |
-|---:|---:|---:|---:|
-| 40 | 99.0 ± 0.0 | 98.0 ± 0.0 | 97.0 ± 0.0 |"""
+| arm | final | add2 | AUC |
+|---|---:|---:|---:|
+| group | 99.0 ± 0.0 | 99.0 ± 0.0 | 99.0 ± 0.0 |"""
 
 THEORY = """## 1. BNPO
 
@@ -111,7 +104,7 @@ BENCHMARKS_DOC = "\n\n".join(
         block("bench_rewards_real", REAL),
         "## Overhead of `NormalizedGRPOTrainer`",
         block("bench_overhead", OVERHEAD),
-        "## Learning curves per normalizer (quickstart task)",
+        "## Which normalizer for which data",
         block("bench_learning", "Learning-curve setup, wrapped\nover lines.\n\n" + LEARNING),
         "## The quickstart, seed by seed",
         block("quickstart_seeds", QUICKSTART),
@@ -192,11 +185,14 @@ def test_every_block_parsed_with_its_numbers_and_link(headlines, tmp_path):
         "— [Overhead of `NormalizedGRPOTrainer`](docs/benchmarks.md#overhead-of-normalizedgrpotrainer)"
     )
 
-    learning = got["Learning curves"]  # best first; a normalizer without a number last
-    assert "after 40 RL steps" in learning and "over 2 seeds" in learning
-    assert "best first: **`bnpo` 57.3 ± 4.2**, `group` 41.5 ± 2.1, `median` - —" in learning
-    assert "99.0" not in learning  # the per-step table is not the summary
-    assert learning.endswith("(docs/benchmarks.md#learning-curves-per-normalizer-quickstart-task)")
+    learning = got["Learning curves"]  # the "In short" line, unwrapped
+    assert (
+        "mean ± std over 2 seeds): G = 4: best final accuracy `bnpo` 57.3 ± 4.2, `group` 41.5 ± 2.1; G = 8:"
+        in learning
+    )
+    assert "supported by the data (Holm, 5%): 1 of 4 —" in learning
+    assert "99.0" not in learning  # the tables are not the headline
+    assert learning.endswith("(docs/benchmarks.md#which-normalizer-for-which-data)")
 
     theory_bullet = got["Theory checks"]
     assert "within 3 SE" in theory_bullet and "**4 of 5** priors (largest |z| = 3.42)" in theory_bullet
@@ -266,27 +262,19 @@ def test_anchors_follow_github(headlines):
 
 def test_parsers_read_what_the_real_formatters_write(headlines):
     """bench_learning's summary table and simulate_theory's summary lines, as the scripts format them."""
-    bench = load_script("bench_learning")
-    runs = {"group": [0.4, 0.5, 0.45], "bnpo": [0.7, 0.8, 0.75], "none": [0.1, 0.2, 0.15]}
-    results = {}
-    for name, finals in runs.items():
-        results[name] = []
-        for final in finals:
-            summary = {
-                "heldout_curve": [(0, 0.1), (10, final)], "accuracy_before": 0.1, "accuracy_after": final,
-                "log_history": [{"grad_norm": 0.5, "step": i + 1} for i in range(10)], "rl_seconds": 10.0,
-                "bench_wall_seconds": 12.0, "bench_cpu_seconds": 10.0, "steps": 10,
-            }  # fmt: skip
-            results[name].append(bench.run_metrics(summary, 0.5))
-    warmups = [bench.Warmup(s, "x", 100, 50.0, 0.1, True, 0.2) for s in range(3)]
-    facts = bench_learning_facts()
-    args = argparse.Namespace(
-        threshold=0.5, max_steps=10, eval_every=10, config_label="configs/quickstart.yaml"
+    report = load_script("learning_report")
+    runs = []
+    for g in (4, 8):
+        for seed, (base, gain) in enumerate([(0.40, 0.31), (0.50, 0.29), (0.45, 0.30)]):
+            runs += [learning_record("group", seed, g, base), learning_record("bnpo", seed, g, base + gain)]
+    args = learning_args(["group", "bnpo"], 3)
+    text = report.report(runs, learning_warmups(3), learning_facts(), args, 60.0, None, None)
+    line = headlines.parse_bench_learning(report.DOC_TEXT + "\n" + text)
+    assert (
+        "mean ± std over 3 seeds): G = 4: best final accuracy `bnpo` 75.0 ± 4.0, `group` 45.0 ± 5.0; G = 8:"
+        in line
     )
-    text = bench.report(results, warmups, facts, args, 60.0, None, None)
-    line = headlines.parse_bench_learning(bench.DOC_TEXT + "\n" + text)
-    assert "after 10 RL steps" in line and "over 3 seeds" in line
-    assert line.endswith("best first: **`bnpo` 75.0 ± 5.0**, `group` 45.0 ± 5.0, `none` 15.0 ± 5.0")
+    assert line.endswith("supported by the data (Holm, 5%): 4 of 4")
 
     real = load_script("bench_rewards_real")
     rows = [{"expected": 1}, {"expected": 0}]
