@@ -187,19 +187,24 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        warm = warm_start(config, args.seed, Path(tmp) / "warm_start", extra)
-        args.tokenizer_folder = warm.folder
-        points = {0: measure(warm.folder, config, args, extra)} if 0 in args.steps else {}
+        warm = warm_start(config, args.seed, str(Path(tmp) / "warm_start"), extra)
+        args.tokenizer_folder = warm["folder"]
+        points = {0: measure(warm["folder"], config, args, extra)} if 0 in args.steps else {}
         later = sorted(s for s in args.steps if s > 0)
         if later and any(s % later[0] for s in later):
             parser.error(
                 f"--steps {later}: each must be a multiple of the first (checkpoints every {later[0]})"
             )
         if later:
-            run = argparse.Namespace(max_steps=max(later), eval_every=max(later), threads=0)
+            group_size = parse_recipe(config, ["--output_dir", "unused", *extra])[1].num_generations
+            unit = {
+                "key": "group", "arm": "group", "spec": "group", "seed": args.seed, "group_size": group_size,
+                "warm_start": warm["folder"], "max_steps": max(later), "eval_every": max(later),
+                "run_dir": str(Path(tmp) / "rl"),
+            }  # fmt: skip
             saves = ["--save_strategy", "steps", "--save_steps", str(min(later)), "--save_only_model", "true"]
             with contextlib.redirect_stderr(sys.stdout):
-                rl_run(config, warm, "group", run, Path(tmp) / "rl", [*extra, *saves])
+                rl_run(config, unit, [*extra, *saves])
             for s in later:
                 points[s] = measure(str(Path(tmp) / "rl" / f"checkpoint-{s}"), config, args, extra)
     text = report(points, args, time.perf_counter() - start)
