@@ -128,8 +128,9 @@ def _build_record(
     }
 
 
-def _repair_tail(path: Path) -> None:
-    """Before appending: a last line without its newline is finished (valid JSON) or cut off (removed)."""
+def repair_tail(path: Path) -> None:
+    """Before appending to a JSON-lines file: a last line without its newline is finished (valid JSON) or cut
+    off (removed). Also used by scripts/bench_learning.py for its results.jsonl."""
     if not path.exists():
         return
     with open(path, "rb+") as f:
@@ -168,7 +169,7 @@ class RewardLog:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _repair_tail(self.path)
+        repair_tail(self.path)
         self._file = open(self.path, "ab")  # noqa: SIM115 - closed by close() / __exit__
 
     def append(

@@ -45,6 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_section import machine_line, write_section
 from learning_report import DOC_TEXT, plot, report
 
+from bnpo_trl.reward_log import repair_tail
+
 ROOT = Path(__file__).resolve().parent.parent
 #: (label, spec) of every arm; ``group`` (GRPO) is the baseline of the paired comparisons.
 ARMS: list[tuple[str, Any]] = [
@@ -249,9 +251,8 @@ def units_for(seed: int, warm: dict[str, Any], args: argparse.Namespace, out: Pa
 def run_all(args: argparse.Namespace, config: str, extra: list[str], out: Path) -> tuple[dict, dict, float]:
     """Warm-ups, then every (seed, G, arm) run, on a process pool; resumes from what ``out`` holds."""
     results_path = out / "results.jsonl"
+    repair_tail(results_path)  # a line torn by an interruption is cut off before appending after it
     results = read_results(results_path)
-    if results_path.exists():  # drop a torn last line before appending after it
-        results_path.write_text("".join(json.dumps(r) + "\n" for r in results.values()))
     warmups: dict[int, dict[str, Any]] = {}
     total = len(args.seeds) * len(args.group_sizes) * len(args.arms)
     todo = sum(
