@@ -187,18 +187,22 @@ def parse_simulate_theory(text: str) -> str:
 
 
 def parse_quickstart_seeds(text: str) -> str:
-    """``scripts/quickstart_seeds.py``: its closing line (target met on k of n seeds, the gains)."""
+    """``scripts/quickstart_seeds.py``: its closing line per machine speed (target met on k of n seeds, the
+    gains); speeds simulated slower (``--slowdown``) are named, this machine's (or a one-speed table's) is not."""
+    summary = rf"Target met on (\d+) of (\d+) seeds; gains (.+?) points \(mean ({NUM})\)\."
     flat = _flat(text)
-    met = _search(
-        "quickstart_seeds",
-        "summary line",
-        rf"Target met on (\d+) of (\d+) seeds; gains (.+?) points \(mean ({NUM})\)\.",
-        flat,
-    )
-    return (
-        f"the quickstart (`bnpo-trl quickstart --seed K`) gained **{met[3]}** held-out points "
-        f"({met[4]} on average); the target (>= 40 points within 5 minutes) was met on **{met[1]} of {met[2]}** seeds"
-    )
+    _search("quickstart_seeds", "summary line", summary, flat)  # at least one
+    parts = []
+    for table in flat.split("Machine speed: "):  # one table per speed; older blocks have no heading
+        if (met := re.search(summary, table)) is None:
+            continue
+        slower = re.match(rf"({NUM})x slower", table)
+        parts.append(
+            (f"on a machine simulated {slower[1]}x slower " if slower else "")
+            + f"gained **{met[3]}** held-out points ({met[4]} on average); the target (>= 40 points within "
+            f"5 minutes) was met on **{met[1]} of {met[2]}** seeds"
+        )
+    return "the quickstart (`bnpo-trl quickstart --seed K`) " + "; ".join(parts)
 
 
 @dataclass(frozen=True)

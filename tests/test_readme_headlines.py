@@ -308,6 +308,28 @@ def test_parsers_read_what_the_real_formatters_write(headlines):
     assert "**100.0%** of the 2,000 all-fail groups (GRPO: 0.0%)" in line
 
 
+def test_quickstart_headline_names_every_speed_as_quickstart_seeds_writes_it(headlines):
+    seeds = load_script("quickstart_seeds")
+
+    def run(seed: int, before: float, after: float) -> dict:
+        return {"seed": seed, "accuracy_before": before, "accuracy_after": after, "steps": 300}
+
+    here = [run(0, 0.4, 0.9), run(1, 0.3, 0.8)]
+    slow = [run(0, 0.4, 0.85), run(1, 0.3, 0.6)]
+    for summary in here + slow:
+        summary["process_wall_seconds"] = 290.0
+    text = seeds.table(here) + "\n\n" + seeds.table(slow, 1.4, 1.38)
+    line = headlines.parse_quickstart_seeds(text)
+    assert line == (
+        "the quickstart (`bnpo-trl quickstart --seed K`) gained **+50.0, +50.0** held-out points (+50.0 on "
+        "average); the target (>= 40 points within 5 minutes) was met on **2 of 2** seeds; on a machine simulated "
+        "1.4x slower gained **+45.0, +30.0** held-out points (+37.5 on average); the target (>= 40 points within "
+        "5 minutes) was met on **1 of 2** seeds"
+    )
+    only_slow = headlines.parse_quickstart_seeds(seeds.table(slow, 1.4))
+    assert only_slow.startswith("the quickstart (`bnpo-trl quickstart --seed K`) on a machine simulated 1.4x")
+
+
 def test_readme_headlines_are_up_to_date(headlines):
     """README.md's block is what the docs give now: after a docs block is regenerated, run
     `python scripts/readme_headlines.py` and commit README.md with it."""
