@@ -190,6 +190,17 @@ class WarmupArguments:
     sft_warmup_eval_steps: int = field(
         default=25, metadata={"help": "Check the warm-up accuracy every N steps."}
     )
+    sft_warmup_fine_eval_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Once a check reaches sft_warmup_fine_eval_from, check every N steps instead (0: never): "
+            "accuracy can jump tens of points between two checks sft_warmup_eval_steps apart."
+        },
+    )
+    sft_warmup_fine_eval_from: float = field(
+        default=0.1,
+        metadata={"help": "Accuracy from which the warm-up is checked every sft_warmup_fine_eval_steps."},
+    )
     sft_warmup_eval_limit: int = field(
         default=200, metadata={"help": "Held-out rows used for the warm-up check."}
     )
@@ -207,6 +218,12 @@ class WarmupArguments:
     sft_warmup_weight_decay: float = field(
         default=0.1, metadata={"help": "Warm-up AdamW weight decay (decoupled, as in TRL)."}
     )
+
+    def __post_init__(self) -> None:
+        if self.sft_warmup_fine_eval_steps < 0:
+            raise ValueError(
+                f"sft_warmup_fine_eval_steps must be >= 0 (0 turns fine checks off), got {self.sft_warmup_fine_eval_steps}."
+            )
 
 
 @dataclass

@@ -43,6 +43,8 @@ def sft_warmup(
         warmup_args.sft_warmup_target_accuracy,
         warmup_args.sft_warmup_max_seconds,
         warmup_args.sft_warmup_eval_steps,
+        warmup_args.sft_warmup_fine_eval_steps,
+        warmup_args.sft_warmup_fine_eval_from,
     )
     with tempfile.TemporaryDirectory(prefix="bnpo_warmup_") as tmp:
         config = SFTConfig(

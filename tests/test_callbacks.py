@@ -1,4 +1,4 @@
-"""Callbacks (bnpo_trl.callbacks): the warm-up's stopping rule and plateau schedule, driven by a scripted accuracy sequence; the RL time
+"""Callbacks (bnpo_trl.callbacks): the warm-up's stopping rule (coarse and fine checks) and plateau schedule, driven by a scripted accuracy sequence; the RL time
 budget and its learning-rate decay, driven by a scripted clock."""
 
 from __future__ import annotations
@@ -63,6 +63,53 @@ def test_progress_resets_patience(monkeypatch):
 def test_out_of_time_stops_and_reports(monkeypatch):
     stopper, _, control = run_checks(monkeypatch, [0.01, 0.02], max_seconds=0.0)
     assert control.should_training_stop and stopper.accuracy == 0.01
+
+
+def drive_every_step(accuracies, steps, target=0.5, **fine):
+    """Calls the stopper after every step 1..steps (as the Trainer does); returns it, the steps it measured,
+    the step it stopped at (None if it did not) and the learning rate after each step."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1e-3)
+    stopper = callbacks.StopOnAccuracyCallback(ScriptedCheck(accuracies), target, 1e9, eval_steps=10, **fine)
+    lrs = []
+    for step in range(1, steps + 1):
+        control = stopper.on_step_end(
+            None, SimpleNamespace(global_step=step), TrainerControl(), optimizer=optimizer
+        )
+        lrs.append(optimizer.param_groups[0]["lr"])
+        if control.should_training_stop:
+            return stopper, [s for s, _ in stopper.history], step, lrs
+    return stopper, [s for s, _ in stopper.history], None, lrs
+
+
+def test_fine_checks_start_once_a_check_reaches_fine_from_and_stop_at_the_target():
+    accuracies = [0.02, 0.05, 0.12, 0.2, 0.3, 0.45, 0.55]
+    stopper, measured, stopped_at, _ = drive_every_step(accuracies, 60, fine_eval_steps=2, fine_from=0.1)
+    # coarse every 10 until step 30 measured 12%; then every 2 steps (the coarse step 40 would overshoot)
+    assert measured == [10, 20, 30, 32, 34, 36, 38] and stopped_at == 38 and stopper.accuracy == 0.55
+    assert stopper.fine
+
+
+def test_without_fine_checks_only_coarse_steps_are_measured():
+    stopper, measured, stopped_at, _ = drive_every_step([0.02, 0.12, 0.3, 0.6], 60)
+    assert measured == [10, 20, 30, 40] and stopped_at == 40 and not stopper.fine
+
+
+def test_fine_checks_do_not_count_towards_a_plateau():
+    # every check reads 15%: only the coarse ones (steps 10, 20, ...) may count; PATIENCE coarse checks
+    # after the first one set the best, the learning rate is halved once, exactly as without fine checks
+    P = callbacks.StopOnAccuracyCallback.PATIENCE
+    steps = 10 * (P + 1)
+    _, _, _, coarse_lrs = drive_every_step([0.15] * 100, steps)
+    fine_stopper, measured, _, fine_lrs = drive_every_step(
+        [0.15] * 100, steps, fine_eval_steps=1, fine_from=0.1
+    )
+    assert len(measured) == steps - 9 and fine_stopper.lr_cuts == 1
+    assert (
+        fine_lrs == coarse_lrs
+        and coarse_lrs[-1] == pytest.approx(5e-4)
+        and coarse_lrs[-2] == pytest.approx(1e-3)
+    )
 
 
 @pytest.mark.parametrize(
@@ -230,3 +277,18 @@ def test_greedy_check_of_a_multi_source_set_reports_each_source_and_the_pooled_a
         tokenizer, load_dataset_by_name("arithmetic", split="test", limit=4), first_operand_even, 0, 4
     )
     assert list(single.benchmarks) == ["heldout"] and not single.pooled
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("sft_warmup_fine_eval_steps", -1, "0 turns fine checks off"),
+        ("sft_warmup_fine_eval_steps", -5, "got -5"),
+    ],
+)
+def test_warmup_arguments_reject_bad_fine_settings(field, value, match):
+    from bnpo_trl.arguments import WarmupArguments
+
+    with pytest.raises(ValueError, match=match):
+        WarmupArguments(**{field: value})
+    WarmupArguments(sft_warmup_fine_eval_steps=5)  # valid ones pass
